@@ -1,0 +1,5 @@
+import sys
+
+from arcod.cli.main import main
+
+sys.exit(main())
