@@ -127,7 +127,8 @@ def report_run(args, client, run: dict) -> int:
         print_json(run)
         return EXIT_OK
     if run["created"]:
-        print(f"created run {run['run_id']} ({len(run['tasks'])} tasks); follow it with: arcod runs show {run['run_id']}")
+        n = len(run["tasks"])
+        print(f"created run {run['run_id']} ({n} task{'' if n == 1 else 's'}); follow it with: arcod runs show {run['run_id']}")
     else:
         print(f"run key {run['run_key']!r} already names run {run['run_id']} ({run['state']}); nothing new was started")
     return EXIT_OK
