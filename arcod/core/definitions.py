@@ -24,6 +24,7 @@ from arcod.core.canonical import fingerprint
 from arcod.core.errors import ArcodError
 from arcod.core.graph import AssetGraph
 from arcod.core.retry import RetryPolicy
+from arcod.core.tags import MAX_TAGS, tag_problem
 
 
 class Dependency(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -109,18 +110,25 @@ def _definitions_error(file: str, message: str, **details: Any) -> ArcodError:
 
 
 def _suggest_field(msg: str, valid: Sequence[str]) -> str:
-    """Add 'did you mean' to msgspec's unknown-field message."""
+    """Add 'did you mean' to msgspec's unknown-field message.
+
+    `valid` are the asset's fields; an unknown field inside a nested table (msgspec ends the
+    message with "- at `$.retries`") is matched against that table's fields instead.
+    """
     if "unknown field" not in msg:
         return msg
     try:
         bad = msg.split("`")[1]
     except IndexError:
         return msg
+    nested = msg.rpartition("- at `$.")[2].rstrip("`").split("[")[0] if "- at `$." in msg else ""
+    valid = _NESTED_FIELDS.get(nested, valid)
     near = difflib.get_close_matches(bad, list(valid), n=1)
     return f"{msg} (did you mean `{near[0]}`?)" if near else f"{msg} (valid fields: {', '.join(valid)})"
 
 
 _ASSET_FIELDS = tuple(AssetSpec.__struct_fields__)
+_NESTED_FIELDS = {"retries": tuple(RetryPolicy.__struct_fields__), "deps": tuple(Dependency.__struct_fields__)}
 _TOP_LEVEL = ("assets", "partitions")
 
 
@@ -133,10 +141,9 @@ def build_definitions(
     `dynamic_keys` are the stored keys of dynamic partitions definitions (they live in the
     database, not in the files), in insertion order.
     """
-    from arcod.core.partitions import parse_definition, with_dynamic_keys
 
     specs: dict[str, tuple[str, AssetSpec]] = {}
-    partitions: dict[str, Any] = {}
+    partition_tables: dict[str, Mapping[str, Any]] = {}
     partition_files: dict[str, str] = {}
     for file, table in sources:
         for section in table:
@@ -150,7 +157,7 @@ def build_definitions(
                     section=section,
                 )
         for name, ptable in table.get("partitions", {}).items():
-            if name in partitions:
+            if name in partition_tables:
                 raise _definitions_error(
                     file,
                     f"partitions definition {name!r} is already defined in {partition_files[name]}",
@@ -158,13 +165,8 @@ def build_definitions(
                 )
             if not isinstance(ptable, Mapping):
                 raise _definitions_error(file, f"[partitions.{name}] must be a table", partitions=name)
-            try:
-                partitions[name] = parse_definition(name, ptable)
-            except ArcodError as exc:
-                raise _definitions_error(file, exc.message, partitions=name) from None
+            partition_tables[name] = ptable
             partition_files[name] = file
-            if getattr(partitions[name], "kind", None) == "dynamic":
-                partitions[name] = with_dynamic_keys(partitions[name], (dynamic_keys or {}).get(name, ()))
         for key, atable in table.get("assets", {}).items():
             try:
                 validate_asset_key(key)
@@ -184,6 +186,7 @@ def build_definitions(
                 ) from None
             specs[key] = (file, spec)
 
+    partitions = _parse_partitions(partition_tables, partition_files, dynamic_keys or {})
     assets: dict[str, AssetDef] = {}
     for key, (file, spec) in sorted(specs.items()):
         assets[key] = _validate_asset(key, file, spec, specs, partitions)
@@ -202,6 +205,29 @@ def build_definitions(
         {"sources": sorted([[file, _jsonable(table)] for file, table in sources])}
     )[:16]
     return Definitions(assets=assets, partitions=partitions, code_version=code_version, graph=graph)
+
+
+def _parse_partitions(
+    tables: Mapping[str, Mapping[str, Any]],
+    files: Mapping[str, str],
+    dynamic_keys: Mapping[str, Sequence[str]],
+) -> dict[str, Any]:
+    """Every partitions definition, from all files: plain ones first, then multi definitions,
+    whose dimensions may name any plain one wherever it was defined; then the stored keys of
+    dynamic definitions (dimensions included) are bound."""
+    from arcod.core.partitions import bind_dynamic_keys, parse_definition
+
+    parsed: dict[str, Any] = {}
+    multis = [name for name, table in tables.items() if table.get("kind") == "multi"]
+    for name in [n for n in tables if n not in multis] + multis:
+        try:
+            parsed[name] = parse_definition(name, tables[name], parsed)
+        except ArcodError as exc:
+            raise _definitions_error(files[name], exc.message, partitions=name) from None
+    try:
+        return {name: bind_dynamic_keys(defn, dynamic_keys) for name, defn in parsed.items()}
+    except ArcodError as exc:
+        raise ArcodError(errors.DEFINITIONS_ERROR, f"stored dynamic partition keys: {exc.message}", exc.details) from None
 
 
 def _validate_asset(
@@ -231,6 +257,12 @@ def _validate_asset(
         raise fail("`timeout_s` must be a positive number of seconds")
     if spec.retries.max < 0 or spec.retries.delay_s < 0 or spec.retries.backoff < 1:
         raise fail("`retries` needs max >= 0, delay_s >= 0 and backoff >= 1")
+    if len(spec.tags) > MAX_TAGS:
+        raise fail(f"{len(spec.tags)} tags; at most {MAX_TAGS} are allowed")
+    for tag_key, tag_value in spec.tags.items():
+        problem = tag_problem(tag_key, tag_value)
+        if problem is not None:
+            raise fail(problem)
     deps: list[Dependency] = []
     seen: set[str] = set()
     for dep in spec.deps:

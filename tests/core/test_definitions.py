@@ -116,3 +116,23 @@ def test_unknown_section_suggests_assets():
 def test_self_and_repeated_dependencies():
     assert "itself" in refused(("x.toml", {"assets": {"a": asset(deps=["a"])}})).message
     assert "twice" in refused(("x.toml", {"assets": {"a": asset(), "b": asset(deps=["a", "a"])}})).message
+
+
+def test_multi_dimensions_may_name_definitions_from_any_file():
+    defs = load(
+        ("multi.toml", {"partitions": {"by_day_region": {"kind": "multi", "dimensions": {"date": "daily", "region": "region"}}},
+                        "assets": {"m": asset(partitions="by_day_region")}}),
+        ("base.toml", {"partitions": {"daily": DAILY, "region": {"kind": "static", "keys": ["eu", "us"]}}}),
+    )
+    multi = defs.partitions["by_day_region"]
+    assert multi.size() == 31 * 2
+    assert multi.key(0) == "2024-01-01|eu"
+
+
+def test_dynamic_keys_are_bound_from_storage():
+    defs = build_definitions(
+        [("x.toml", {"partitions": {"customers": {"kind": "dynamic"}}, "assets": {"a": asset(partitions="customers")}})],
+        dynamic_keys={"customers": ["acme", "globex"]},
+    )
+    assert defs.partitions["customers"].size() == 2
+    assert defs.partitions["customers"].index("globex") == 1
