@@ -3,8 +3,13 @@
 The dispatcher owns what runs *are*; this actor records what they *did* to the data: for
 each (asset, partition) the last successful materialisation and the last attempt, kept
 apart so that a failed retry never hides a good materialisation. Partition status
-(MATERIALIZED, FAILED, IN_PROGRESS, MISSING) is read from these rows; a partition with no row
-is MISSING, which is why a million-partition asset costs nothing until it runs.
+(MATERIALIZED, FAILED, IN_PROGRESS, MISSING) is read from these rows by
+`arcod.core.partition_status`; a partition with no row is MISSING, which is why a
+million-partition asset costs nothing until it runs.
+
+`last_attempt_state` is the last task outcome: RUNNING when a task starts (it stays RUNNING
+through its retries), then SUCCEEDED, FAILED (retries exhausted) or CANCELED. A task skipped
+or canceled before it ever started leaves no trace: nothing was attempted on the data.
 
 Messages are keyed by (run, task, state), so a duplicate changes nothing; out-of-order
 deliveries are harmless because a row only moves forward in time (`last_attempt_at`).
