@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench clean venv
+.PHONY: run test test-faults test-duplicate bench clean venv
 
 venv: $(STAMP)
 
@@ -19,6 +19,15 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# SPEC §9, run by .ci/run after `make test` (docs/reliability.md): a bounded crash campaign
+# (every failpoint crashes the daemon at least once, then seeded random crashes and SIGKILLs),
+# and the rerun and backfill end-to-end tests with every actor message delivered twice.
+test-faults: $(STAMP)
+	$(BIN)/python -m tests.faults.campaign --cycles 35 --seed ci --max-seconds 300
+
+test-duplicate: $(STAMP)
+	ARCOD_TEST_DUPLICATE=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/e2e/test_reruns.py tests/e2e/test_backfills.py
 
 clean:
 	rm -rf $(VENV) config/.arcod .pytest_cache build *.egg-info

@@ -12,7 +12,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -31,9 +31,21 @@ class SettingsSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     definitions: list[str] = []
     max_concurrent_runs: int = 4
     max_tasks_per_run: int = 4
-    log_level: str = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
     failpoints: str = ""
-    term_grace_s: float = 5.0
+    failpoints_seed: str = ""
+    term_grace_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 5.0
+    # Finished runs older than this many days are pruned once a day (0: never; see
+    # `arcod runs prune` and arcod/store/retention.py).
+    retention_days: Annotated[int, msgspec.Meta(ge=0, le=36_500)] = 0
+    # Control socket limits (arcod/control/server.py): connections open at once, and how long
+    # a connection may stay silent (waiting for its next frame, or for us to send) before it
+    # is closed.
+    max_connections: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 128
+    client_idle_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 300.0
+    # A task whose log grows past this is stopped and fails (0: no limit): a flooding task must
+    # not fill the disk that holds the database.
+    max_log_bytes: Annotated[int, msgspec.Meta(ge=0)] = 1 << 30
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -47,7 +59,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_tasks_per_run: int
     log_level: str
     failpoints: str
+    failpoints_seed: str
     term_grace_s: float
+    retention_days: int = 0
+    max_connections: int = 128
+    client_idle_timeout_s: float = 300.0
+    max_log_bytes: int = 1 << 30
 
     @property
     def socket_path(self) -> Path:
@@ -96,6 +113,10 @@ def load_settings(config_path: str | os.PathLike[str]) -> Settings:
             near = difflib.get_close_matches(bad, list(SettingsSpec.__struct_fields__), n=1)
             if near:
                 msg += f" (did you mean `{near[0]}`?)"
+            else:
+                msg += f"; the known settings are {', '.join(SettingsSpec.__struct_fields__)}"
+        elif "Invalid enum value" in msg and "$.log_level" in msg:
+            msg += "; expected one of debug, info, warning, error"
         raise ArcodError(errors.DEFINITIONS_ERROR, f"{path}: {msg}", {"file": str(path)}) from None
     if spec.max_concurrent_runs < 1 or spec.max_tasks_per_run < 1:
         raise ArcodError(
@@ -119,7 +140,12 @@ def load_settings(config_path: str | os.PathLike[str]) -> Settings:
         max_tasks_per_run=spec.max_tasks_per_run,
         log_level=spec.log_level,
         failpoints=spec.failpoints,
+        failpoints_seed=spec.failpoints_seed,
         term_grace_s=spec.term_grace_s,
+        retention_days=spec.retention_days,
+        max_connections=spec.max_connections,
+        client_idle_timeout_s=spec.client_idle_timeout_s,
+        max_log_bytes=spec.max_log_bytes,
     )
 
 

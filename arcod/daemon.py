@@ -23,6 +23,7 @@ import structlog
 import uuid
 
 from arcod import __version__
+from arcod.actors.backfill_controller import BackfillController, resume_message
 from arcod.actors.dispatcher import Dispatcher
 from arcod.actors.executor import Executor
 from arcod.actors.history import HistoryIndexer
@@ -35,6 +36,8 @@ from arcod.control.server import ControlServer, StateDirLocked, acquire_state_lo
 from arcod.core import errors
 from arcod.core.definitions import Definitions
 from arcod.core.errors import ArcodError
+from arcod.failpoints import Failpoints, FailpointSpecError, point_names
+from arcod.store import retention
 from arcod.store.database import Database, open_database
 
 log = structlog.get_logger("arcod.daemon")
@@ -67,6 +70,11 @@ class Daemon:
         self.definitions: Definitions | None = None
         self.reloads = 0
         self.system: ActorSystem | None = None
+        self.failpoints = Failpoints()
+        self.draining = False
+        self.server: ControlServer | None = None
+        self.failpoint_names: list[str] = []
+        self._dynamic_lock: anyio.Lock | None = None  # created on first use, inside the loop
 
     async def load_definitions(self) -> Definitions:
         """Read the definition files; the stored dynamic partition keys complete them."""
@@ -77,6 +85,33 @@ class Daemon:
         defs = await anyio.to_thread.run_sync(load_definitions, self.settings, dynamic)
         await definitions_store.record_code_version(self.db, defs)
         return defs
+
+    async def refresh_dynamic_keys(self, tx=None) -> None:
+        """Rebind the current definitions to the stored dynamic partition keys.
+
+        `arcod partitions add|remove` calls it inside its write transaction (`tx`, whose
+        uncommitted keys it reads), so the planner, which needs the writer to plan, can never
+        see the old keys after the change commits; if the commit fails it is called again
+        without `tx`, from the committed keys. The files are not re-read (that is `reload`)
+        and the code_version stays: dynamic keys are data, not definitions. The lock keeps two
+        concurrent refreshes from installing the older snapshot last.
+        """
+        import msgspec
+
+        from arcod.core.partitions import bind_dynamic_keys
+        from arcod.store import definitions_store, partitions_store
+
+        assert self.db is not None and self.definitions is not None
+        if self._dynamic_lock is None:
+            self._dynamic_lock = anyio.Lock()
+        async with self._dynamic_lock:
+            if tx is None:
+                keys = await definitions_store.dynamic_keys(self.db)
+            else:
+                keys = await partitions_store.all_dynamic_keys(tx)
+            defs = self.definitions
+            partitions = {name: bind_dynamic_keys(d, keys) for name, d in defs.partitions.items()}
+            self.definitions = msgspec.structs.replace(defs, partitions=partitions)
 
     async def reload(self) -> dict:
         """Swap in new definitions; on error the old ones stay and the error is returned."""
@@ -105,15 +140,27 @@ class Daemon:
                 self.definitions = await self.load_definitions()
                 from arcod.control.handlers import Handlers
 
-                self.system = self._build_actors(db)
+                try:
+                    self.failpoints = Failpoints.from_config(settings.failpoints, settings.failpoints_seed)
+                    self.system = self._build_actors(db)
+                except FailpointSpecError as exc:
+                    raise StartupError(f"{exc} (from `failpoints` in {settings.config_path} or $ARCOD_FAILPOINTS)") from None
+                if self.failpoints.armed:
+                    log.warning("failpoints are armed: this daemon fails on purpose", seed=self.failpoints.seed,
+                                failpoints=self.failpoints.active())
                 await recover_orphaned_attempts(db, term_grace_s=settings.term_grace_s)
                 handlers = Handlers(self)
-                server = ControlServer(settings.socket_path, handlers.handle)
+                server = self.server = ControlServer(
+                    settings.socket_path, handlers.handle, failpoints=self.failpoints,
+                    max_connections=settings.max_connections, idle_timeout_s=settings.client_idle_timeout_s)
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._watch_signals, tg.cancel_scope)
                     await tg.start(self.system.run)
                     await self.system.send("dispatcher", DaemonStarted(idem_key=f"started:{uuid.uuid4().hex}"))
+                    await self.system.send("backfill", resume_message())  # replan free slots after a restart
                     await tg.start(server.serve)
+                    tg.start_soon(lambda: retention.prune_daily(  # once a day if retention_days > 0
+                        db, logs_dir=settings.logs_dir, retention_days=settings.retention_days))
                     log.info(
                         "arcod ready",
                         version=__version__,
@@ -133,13 +180,18 @@ class Daemon:
     def _build_actors(self, db: Database) -> ActorSystem:
         settings = self.settings
         executor = Executor(db, project_dir=settings.project_dir, term_grace_s=settings.term_grace_s,
-                            window_for=self.partition_window)
+                            window_for=self.partition_window, max_log_bytes=settings.max_log_bytes)
         dispatcher = Dispatcher(
             max_concurrent_runs=settings.max_concurrent_runs, max_tasks_per_run=settings.max_tasks_per_run,
             logs_dir=settings.logs_dir, cancel_attempts=executor.cancel_run,
         )
         planner = Planner(lambda: self.definitions)
-        system = ActorSystem(db, [planner, dispatcher, executor, HistoryIndexer()])
+        actors = [planner, dispatcher, executor, HistoryIndexer(), BackfillController(lambda: self.definitions)]
+        system = ActorSystem(db, actors, failpoints=self.failpoints)
+        self.failpoint_names = point_names(a.name for a in actors)
+        self.failpoints.check_names(self.failpoint_names)
+        executor.failpoints = self.failpoints
+        self._drainable = (dispatcher, executor)
         executor.send = system.send
         return system
 
@@ -161,9 +213,38 @@ class Daemon:
                     except ArcodError as exc:
                         log.error("reload failed; keeping the previous definitions", error=exc.message)
                     continue
-                log.info("shutting down", signal=signal.Signals(signum).name)
+                log.info("shutting down: draining", signal=signal.Signals(signum).name,
+                         grace_s=self.settings.term_grace_s)
+                async with anyio.create_task_group() as drain:
+                    async def cut_short() -> None:
+                        async for again in signals:
+                            if again != signal.SIGHUP:
+                                log.info("second signal: stopping the running tasks now")
+                                drain.cancel_scope.cancel()
+                                return
+
+                    drain.start_soon(cut_short)
+                    await self.drain(self.settings.term_grace_s)
+                    drain.cancel_scope.cancel()
                 scope.cancel()
                 return
+
+    async def drain(self, grace_s: float) -> None:
+        """The graceful part of a shutdown: stop taking requests and starting work, then wait
+        up to `grace_s` for the running task processes to end on their own. What still runs
+        afterwards is stopped when the daemon's task group is cancelled (SIGTERM, term_grace_s,
+        SIGKILL) and recovered on the next start as `daemon_restart`, like after a crash."""
+        self.draining = True
+        if self.server is not None:
+            self.server.stop_accepting()
+        dispatcher, executor = self._drainable
+        dispatcher.draining = executor.draining = True
+        with anyio.move_on_after(grace_s) as waited:
+            await executor.wait_idle()
+            # ...and for the actors to record what those tasks did (outcomes, run ends, history).
+            while await self.db.read_one("SELECT 1 FROM outbox LIMIT 1") is not None:
+                await anyio.sleep(0.02)
+        log.info("drained" if not waited.cancelled_caught else "grace period over; stopping the running tasks")
 
     async def status(self) -> dict:
         assert self.definitions is not None
@@ -181,6 +262,8 @@ class Daemon:
             "partitions_definitions": len(self.definitions.partitions),
             "reloads": self.reloads,
             "max_concurrent_runs": self.settings.max_concurrent_runs,
+            "failpoints": {"active": self.failpoints.active(), "seed": self.failpoints.seed,
+                           "points": self.failpoint_names},
             "runs": {r["state"]: r["n"] for r in await self.db.read_all(
                 "SELECT state, COUNT(*) AS n FROM runs GROUP BY state")},
         }

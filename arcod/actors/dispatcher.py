@@ -63,6 +63,7 @@ class Dispatcher(Actor):
         self.max_tasks_per_run = max_tasks_per_run
         self.logs_dir = logs_dir
         self.cancel_attempts = cancel_attempts  # callable(run_id) -> None, set by the executor
+        self.draining = False  # set on shutdown: admit no run and start no task until the next start
         self._plans: dict[str, Plan] = {}
         self._assets: dict[str, dict[str, AssetDef]] = {}
 
@@ -70,17 +71,22 @@ class Dispatcher(Actor):
 
     async def apply(self, tx: Transaction, msg: Any) -> Outcome:
         out = Outcome()
+        focus: list[str] | None = None  # None: every active run (after a start)
         if isinstance(msg, AttemptFinished):
             await self._attempt_finished(tx, msg, out)
+            focus = [msg.run_id]
         elif isinstance(msg, CancelRun):
             out.reply = await self._cancel(tx, msg, out)
-        elif not isinstance(msg, (RunQueued, DaemonStarted)):
+            focus = [msg.run_id]
+        elif isinstance(msg, RunQueued):
+            focus = [msg.run_id]
+        elif not isinstance(msg, DaemonStarted):
             raise TypeError(f"dispatcher cannot handle {type(msg).__name__}")
-        await self._dispatch(tx, out)
+        await self._dispatch(tx, out, focus)
         return out
 
     async def _cancel(self, tx: Transaction, msg: CancelRun, out: Outcome) -> dict:
-        row = await tx.fetch_one("SELECT state FROM runs WHERE run_id = ?", (msg.run_id,))
+        row = await tx.fetch_one("SELECT state, backfill_id FROM runs WHERE run_id = ?", (msg.run_id,))
         if row is None:
             raise ArcodError(errors.NOT_FOUND, f"no run {msg.run_id!r}; see `arcod runs list`",
                              {"what": "run", "id": msg.run_id})
@@ -99,8 +105,11 @@ class Dispatcher(Actor):
                     out.after_commit.append(stop)
             else:
                 await tx.execute("UPDATE runs SET finished_at = ? WHERE run_id = ?", (now, msg.run_id))
-                out.send.append(("history", RunFinished(idem_key=f"run-finished:{msg.run_id}", run_id=msg.run_id,
-                                                        state=str(new_state))))
+                finished = RunFinished(idem_key=f"run-finished:{msg.run_id}", run_id=msg.run_id,
+                                       state=str(new_state), backfill_id=row["backfill_id"])
+                out.send.append(("history", finished))
+                if row["backfill_id"] is not None:
+                    out.send.append(("backfill", finished))
         return {"run_id": msg.run_id, "state": str(new_state), "changed": changed}
 
     async def _cancel_pending(self, tx: Transaction, run_id: str, now: str, out: Outcome) -> None:
@@ -110,7 +119,9 @@ class Dispatcher(Actor):
 
     async def _attempt_finished(self, tx: Transaction, msg: AttemptFinished, out: Outcome) -> None:
         attempt = await tx.fetch_one(
-            "SELECT state, asset, partition FROM attempts WHERE run_id = ? AND task_id = ? AND attempt = ?",
+            "SELECT a.state, a.asset, a.partition, t.state AS task_state, r.state AS run_state, r.code_version"
+            " FROM attempts a JOIN tasks t USING (run_id, task_id) JOIN runs r USING (run_id)"
+            " WHERE a.run_id = ? AND a.task_id = ? AND a.attempt = ?",
             (msg.run_id, msg.task_id, msg.attempt))
         if attempt is None or attempt["state"] in ("SUCCEEDED", "FAILED"):
             return  # unknown or already recorded: nothing to do
@@ -119,18 +130,16 @@ class Dispatcher(Actor):
             "UPDATE attempts SET state = ?, exit_code = ?, reason = ?, finished_at = ?"
             " WHERE run_id = ? AND task_id = ? AND attempt = ?",
             (attempt_state, msg.exit_code, msg.reason, msg.finished_at, msg.run_id, msg.task_id, msg.attempt))
-        task = await tx.fetch_one("SELECT state FROM tasks WHERE run_id = ? AND task_id = ?", (msg.run_id, msg.task_id))
-        run = await tx.fetch_one("SELECT state, code_version, backfill_id FROM runs WHERE run_id = ?", (msg.run_id,))
-        if task is None or task["state"] != TaskState.RUNNING:
+        if attempt["task_state"] != TaskState.RUNNING:
             return
         asset, partition = attempt["asset"], attempt["partition"]
         if msg.status == "succeeded":
             await self._finish_task(tx, msg.run_id, msg.task_id, TaskState.SUCCEEDED, msg.finished_at, msg.attempt, asset, partition, out)
             return
-        if run["state"] == RunState.CANCELING or msg.status == "canceled":
+        if attempt["run_state"] == RunState.CANCELING or msg.status == "canceled":
             await self._finish_task(tx, msg.run_id, msg.task_id, TaskState.CANCELED, msg.finished_at, msg.attempt, asset, partition, out)
             return
-        policy = (await self._asset(tx, run["code_version"], asset)).retries
+        policy = (await self._asset(tx, attempt["code_version"], asset)).retries
         counted = await tx.fetch_one(
             "SELECT COUNT(*) AS n FROM attempts WHERE run_id = ? AND task_id = ? AND state = 'FAILED'"
             " AND reason IS NOT ?", (msg.run_id, msg.task_id, DAEMON_RESTART))
@@ -166,40 +175,78 @@ class Dispatcher(Actor):
             "INSERT INTO attempts (run_id, task_id, attempt, asset, partition, state, not_before, log_path)"
             " VALUES (?, ?, ?, ?, ?, 'SCHEDULED', ?, ?)",
             (run_id, task_id, attempt, asset, partition, not_before, str(log_path)))
-        await tx.execute("UPDATE tasks SET attempts = ? WHERE run_id = ? AND task_id = ?", (attempt, run_id, task_id))
+        if attempt > 1:  # the first attempt's count is set when the task starts
+            await tx.execute("UPDATE tasks SET attempts = ? WHERE run_id = ? AND task_id = ?", (attempt, run_id, task_id))
         out.send.append(("executor", LaunchAttempt(idem_key=launch_key(run_id, task_id, attempt),
                                                    run_id=run_id, task_id=task_id, attempt=attempt)))
 
     # ── the dispatch pass ───────────────────────────────────────────────────
 
-    async def _dispatch(self, tx: Transaction, out: Outcome) -> None:
-        running = [r["run_id"] for r in await tx.fetch_all("SELECT run_id FROM runs WHERE state = 'RUNNING' ORDER BY seq")]
-        free = self.max_concurrent_runs - len(running)
-        if free > 0:
-            queued = await tx.fetch_all("SELECT run_id FROM runs WHERE state = 'QUEUED' ORDER BY seq LIMIT ?", (free,))
-            now = runs_store.now_iso()
-            for row in queued:
-                await tx.execute("UPDATE runs SET state = 'RUNNING', started_at = ? WHERE run_id = ?", (now, row["run_id"]))
-                running.append(row["run_id"])
+    async def _dispatch(self, tx: Transaction, out: Outcome, focus: list[str] | None) -> None:
+        """Admit queued runs, start ready tasks, finish finished runs.
+
+        Only the runs a message concerns are looked at (`focus`), plus runs it admits and runs
+        with a task waiting for a partition another run held; `None` means every active run.
+        A run that finishes frees a slot, so admission repeats until nothing changes.
+        """
+        if focus is None:
+            candidates = [r["run_id"] for r in await tx.fetch_all(
+                "SELECT run_id FROM runs WHERE state IN ('RUNNING', 'CANCELING') ORDER BY seq")]
+        else:
+            candidates = list(focus) + [r["run_id"] for r in await tx.fetch_all(
+                "SELECT DISTINCT t.run_id FROM runs r JOIN tasks t ON t.run_id = r.run_id"
+                " WHERE r.state = 'RUNNING' AND t.state = 'PENDING' AND t.waiting_for IS NOT NULL")]
         busy = {(r["asset"], r["partition"]): r["run_id"] for r in await tx.fetch_all(
             "SELECT run_id, asset, partition FROM tasks WHERE state = 'RUNNING'")}
-        for run_id in running:
-            await self._start_ready(tx, run_id, busy, out)
-        for row in await tx.fetch_all(
-                "SELECT run_id, state, backfill_id FROM runs WHERE state IN ('RUNNING', 'CANCELING')"):
-            states = await self._task_states(tx, row["run_id"])
-            outcome = run_outcome(states.values(), canceling=row["state"] == RunState.CANCELING)
-            if outcome is not None:
-                await tx.execute("UPDATE runs SET state = ?, finished_at = ? WHERE run_id = ?",
-                                 (str(outcome), runs_store.now_iso(), row["run_id"]))
-                self._plans.pop(row["run_id"], None)
-                finished = RunFinished(idem_key=f"run-finished:{row['run_id']}", run_id=row["run_id"],
-                                       state=str(outcome), backfill_id=row["backfill_id"])
-                out.send.append(("history", finished))
-                log.info("run finished", run_id=row["run_id"], state=str(outcome))
+        while True:
+            candidates += await self._admit(tx)
+            finished = 0
+            for run_id in dict.fromkeys(candidates):
+                finished += await self._advance(tx, run_id, busy, out)
+            candidates = []
+            if not finished or self.draining:
+                return
 
-    async def _start_ready(self, tx: Transaction, run_id: str, busy: dict, out: Outcome) -> None:
+    async def _admit(self, tx: Transaction) -> list[str]:
+        """Move the oldest QUEUED runs to RUNNING while fewer than `max_concurrent_runs` run."""
+        if self.draining:
+            return []
+        row = await tx.fetch_one("SELECT COUNT(*) AS n FROM runs WHERE state = 'RUNNING'")
+        free = self.max_concurrent_runs - row["n"]
+        if free <= 0:
+            return []
+        queued = [r["run_id"] for r in await tx.fetch_all(
+            "SELECT run_id FROM runs WHERE state = 'QUEUED' ORDER BY seq LIMIT ?", (free,))]
+        now = runs_store.now_iso()
+        for run_id in queued:
+            await tx.execute("UPDATE runs SET state = 'RUNNING', started_at = ? WHERE run_id = ?", (now, run_id))
+        return queued
+
+    async def _advance(self, tx: Transaction, run_id: str, busy: dict, out: Outcome) -> int:
+        """Start what is ready in one run and finish it if it is done; 1 if it finished."""
+        row = await tx.fetch_one("SELECT state, backfill_id FROM runs WHERE run_id = ?", (run_id,))
+        if row is None or row["state"] not in (RunState.RUNNING, RunState.CANCELING):
+            return 0
         states = await self._task_states(tx, run_id)
+        if row["state"] == RunState.RUNNING and not self.draining:
+            await self._start_ready(tx, run_id, states, busy, out)
+        outcome = run_outcome(states.values(), canceling=row["state"] == RunState.CANCELING)
+        if outcome is None:
+            return 0
+        await tx.execute("UPDATE runs SET state = ?, finished_at = ? WHERE run_id = ?",
+                         (str(outcome), runs_store.now_iso(), run_id))
+        self._plans.pop(run_id, None)
+        finished = RunFinished(idem_key=f"run-finished:{run_id}", run_id=run_id,
+                               state=str(outcome), backfill_id=row["backfill_id"])
+        out.send.append(("history", finished))
+        if row["backfill_id"] is not None:
+            out.send.append(("backfill", finished))
+        log.info("run finished", run_id=run_id, state=str(outcome))
+        return 1
+
+    async def _start_ready(self, tx: Transaction, run_id: str, states: dict[str, str], busy: dict,
+                           out: Outcome) -> None:
+        """Start ready tasks up to the run's parallelism; `states` is updated in place."""
         active = sum(1 for s in states.values() if s == TaskState.RUNNING)
         if active >= self.max_tasks_per_run:
             return
@@ -216,8 +263,10 @@ class Dispatcher(Actor):
                                  (holder, run_id, task_id))
                 continue
             await tx.execute(
-                "UPDATE tasks SET state = 'RUNNING', started_at = ?, waiting_for = NULL WHERE run_id = ? AND task_id = ?",
+                "UPDATE tasks SET state = 'RUNNING', started_at = ?, waiting_for = NULL, attempts = 1"
+                " WHERE run_id = ? AND task_id = ?",
                 (now, run_id, task_id))
+            states[task_id] = TaskState.RUNNING
             busy[(task.asset, task.partition)] = run_id
             active += 1
             await self._schedule_attempt(tx, run_id, task_id, 1, task.asset, task.partition, 0.0, out)

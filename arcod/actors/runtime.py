@@ -33,12 +33,24 @@ times the fan-out of one application, and a few kilobytes of memory per actor. O
 waits for room: its caller (the control server) is outside the actor graph, and waiting is the
 back-pressure it should feel.
 
+Group commit. Every actor shares the one writer, and each application is a commit (an fsync).
+Under sustained load an actor that receives more messages per unit of work than the others
+(the history indexer gets two per task) would fall further behind for as long as the load
+lasts, since the writer is shared fairly. So a receiver draining its backlog applies up to
+`BACKLOG_BATCH` outbox messages in one transaction: each is applied, recorded and removed from
+the outbox exactly as on its own, in order, and the batch commits once. If any of them is
+refused or fails, the batch rolls back and its messages are applied one at a time, so a
+refusal or a failure affects only its own message. With failpoints armed, every message is
+applied on its own, so each boundary is hit once per message.
+
 Failures. An `ArcodError` from `apply` is a refusal: the transaction rolls back and nothing is
 recorded, so the idempotency key stays free. `submit` re-raises it to its caller; a refused
 message from the outbox is deleted (a refusal is a decision, retrying cannot change it) and
 logged. Any other exception is a bug or an outage: it is logged with the actor, kind and key,
 the transaction rolls back, `submit` re-raises it, and a message from the outbox keeps its row,
-to be retried the next time the receiver drains its backlog, at the latest on the next start.
+to be retried when the receiver drains its backlog: the runtime puts the receiver back in
+backlog mode `RETRY_AFTER_S` later (and again after each failure), so a transient failure
+delays the message instead of leaving it until the next start.
 After-commit effects run in the system's task group; one that raises is logged and does not
 stop anything. They are not persisted: an actor whose effects must survive a crash records its
 intent in the transaction and reconciles on start.
@@ -69,7 +81,9 @@ from arcod.core.errors import ArcodError
 from arcod.store.database import Database, Transaction
 
 DEFAULT_BUFFER_SIZE = 128
+RETRY_AFTER_S = 1.0  # how long after a failed outbox message its receiver re-reads its backlog
 _OUTBOX_PAGE = 256
+BACKLOG_BATCH = 64  # outbox messages applied in one transaction while draining a backlog
 
 logger = structlog.get_logger("arcod.actors")
 
@@ -142,6 +156,14 @@ class _Delivery(NamedTuple):
     from_outbox: bool = False  # the message has an outbox row (sent, not submitted)
 
 
+class _BatchFailed(Exception):
+    """A group-commit batch rolled back because of message `index` (0 also: the commit)."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.index = index
+
+
 _WAKE = object()  # posted to a waiting receiver that has just been put in backlog mode
 
 
@@ -151,6 +173,8 @@ class _Mailbox:
         self.send_stream, self.receive_stream = anyio.create_memory_object_stream[object](buffer_size)
         self.backlog = True  # the outbox may hold messages for this actor that its channel does not
         self.generation = 0  # bumped on every post that went to the outbox only
+        self.retry_pending = False  # a re-read of the backlog is scheduled after a failure
+        self.rescan = False  # the next backlog page starts again from the oldest row
 
 
 class ActorSystem:
@@ -246,6 +270,7 @@ class ActorSystem:
         """Apply every outbox row addressed to this actor, oldest first, then leave backlog mode."""
         actor = mailbox.actor
         after = 0
+        mailbox.rescan = False  # this drain starts from the oldest row anyway
         while True:
             generation = mailbox.generation
             try:
@@ -257,6 +282,7 @@ class ActorSystem:
                 logger.exception("cannot read the outbox; retrying in a second", actor=actor.name)
                 await anyio.sleep(1)
                 continue
+            batch: list[Message] = []
             for row in rows:
                 after = row["id"]
                 try:
@@ -265,11 +291,76 @@ class ActorSystem:
                     # Kept for an operator to inspect; it cannot be applied by this code.
                     logger.error("undecodable outbox row skipped", actor=actor.name, outbox_id=after, error=str(exc))
                     continue
-                for _ in range(self._copies(actor.name)):
-                    await self._deliver(actor, _Delivery(msg, from_outbox=True))
+                batch.append(msg)
+            for start in range(0, len(batch), BACKLOG_BATCH):
+                await self._deliver_backlog(actor, batch[start:start + BACKLOG_BATCH])
+            if mailbox.rescan:
+                mailbox.rescan = False
+                after = 0
+                continue
             if len(rows) < _OUTBOX_PAGE and mailbox.generation == generation:
                 mailbox.backlog = False
                 return
+
+    async def _deliver_backlog(self, actor: Actor, msgs: list[Message]) -> None:
+        """Apply outbox messages in as few transactions as they allow (group commit).
+
+        When the message at index i is refused or fails, the batch rolls back; the messages
+        before it are applied again as a batch, message i goes through `_deliver` on its own
+        (which handles its refusal or failure), and the rest are batched again.
+        """
+        armed = getattr(self.failpoints, "armed", not isinstance(self.failpoints, NoFailpoints))
+        while msgs:
+            failed_at = len(msgs)  # none: every message goes through `_deliver`
+            if len(msgs) > 1 and not armed:
+                try:
+                    outcomes = await self._apply_batch(actor, msgs)
+                except _BatchFailed as exc:
+                    failed_at = exc.index
+                else:
+                    log = logger.bind(actor=actor.name)
+                    for outcome in outcomes:
+                        for target, sent in outcome.send:
+                            self._post(target, sent)
+                        self._start_effects(outcome, log)
+                    return
+            if 0 < failed_at < len(msgs):
+                await self._deliver_backlog(actor, msgs[:failed_at])
+            for msg in msgs[failed_at:failed_at + 1] if failed_at < len(msgs) else msgs:
+                for _ in range(self._copies(actor.name)):
+                    await self._deliver(actor, _Delivery(msg, from_outbox=True))
+            msgs = msgs[failed_at + 1:]
+
+    async def _apply_batch(self, actor: Actor, msgs: list[Message]) -> list[Outcome]:
+        """`_apply` for several messages in one transaction, without failpoints or replies.
+
+        Raises `_BatchFailed` (the transaction rolled back) naming the message that was refused
+        or failed, or index 0 when the transaction itself failed (commit, storage).
+        """
+        name = actor.name
+        outcomes: list[Outcome] = []
+        index = 0
+        try:
+            async with self.db.transaction() as tx:
+                for index, msg in enumerate(msgs):
+                    row = await tx.fetch_one("SELECT 1 FROM events WHERE actor = ? AND idem_key = ?", (name, msg.idem_key))
+                    if row is None:
+                        outcome = await actor.apply(tx, msg)
+                        if not isinstance(outcome, Outcome):
+                            raise TypeError(f"{type(actor).__name__}.apply returned {outcome!r}, not an Outcome")
+                        for target, sent in outcome.send:
+                            self._mailbox_for(target, sent)
+                        await tx.execute(
+                            "INSERT INTO events (actor, idem_key, kind, body, result) VALUES (?, ?, ?, ?, ?)",
+                            (name, msg.idem_key, message_kind(msg), encode_message(msg), msgspec.json.encode(outcome.reply)),
+                        )
+                        await self._persist_outgoing(tx, outcome.send)
+                        outcomes.append(outcome)
+                    await tx.execute("DELETE FROM outbox WHERE target = ? AND idem_key = ?", (name, msg.idem_key))
+                index = 0  # past the last message: a failure now is the commit's
+        except Exception as exc:
+            raise _BatchFailed(index) from exc
+        return outcomes
 
     async def _deliver(self, actor: Actor, delivery: _Delivery) -> None:
         """Apply one delivery; never raises except for cancellation."""
@@ -289,6 +380,8 @@ class ActorSystem:
             log.exception("applying a message failed; rolled back")
             if delivery.reply is not None:
                 delivery.reply.fail(exc)
+            elif delivery.from_outbox:
+                self._retry_later(actor.name)
         else:
             if delivery.reply is not None:
                 delivery.reply.succeed(value)
@@ -382,6 +475,23 @@ class ActorSystem:
                 mailbox.send_stream.send_nowait(_WAKE)  # in case the receiver waits on an empty channel
             except anyio.WouldBlock:
                 pass  # the channel is full, so the receiver will not wait before it sees the backlog
+
+    def _retry_later(self, target: str) -> None:
+        """Re-read `target`'s outbox backlog soon: the failed message is still there."""
+        mailbox = self._mailboxes[target]
+        if mailbox.retry_pending or self._task_group is None:
+            return
+        mailbox.retry_pending = True
+
+        async def later() -> None:
+            await anyio.sleep(RETRY_AFTER_S)
+            mailbox.retry_pending = False
+            # The failed message is behind a drain that may still be running: make that drain
+            # (or the next) start over from the oldest row, or it would skip past it.
+            mailbox.rescan = True
+            self._enter_backlog(mailbox)
+
+        self._task_group.start_soon(later)
 
     def _copies(self, target: str) -> int:
         return 2 if self.failpoints.should_duplicate(f"actor.{target}.deliver") else 1

@@ -32,11 +32,51 @@ def positive(text: str) -> int:
     return value
 
 
+def limit(text: str) -> int:
+    value = positive(text)
+    if value > 10_000:
+        raise argparse.ArgumentTypeError(f"expected a limit between 1 and 10000, got {value}")
+    return value
+
+
 def tag(text: str) -> tuple[str, str]:
+    from arcod.core.tags import tag_problem
+
     key, sep, value = text.partition("=")
-    if not sep or not key.strip() or key != key.strip():
+    if not sep:
         raise argparse.ArgumentTypeError(f"expected a tag as KEY=VALUE, got {text!r}")
+    problem = tag_problem(key, value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
     return key, value
+
+
+MAX_RUN_KEY = 256
+
+
+def run_key(text: str) -> str:
+    if not text or len(text) > MAX_RUN_KEY or not text.isprintable() or text != text.strip():
+        shown = f"{len(text)} characters" if len(text) > 40 else repr(text)
+        raise argparse.ArgumentTypeError(
+            f"expected a run key of 1 to {MAX_RUN_KEY} printable characters without surrounding space, got {shown}")
+    return text
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def duration(text: str) -> float:
+    """`30d`, `12h`, `90m`, `3600s`, `2w` (or a bare number of seconds) -> seconds."""
+    raw = text.strip().lower()
+    number, unit = (raw[:-1], raw[-1]) if raw and raw[-1] in _UNITS else (raw, "s")
+    try:
+        value = float(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration like 30d, 12h, 90m or 3600s, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a duration >= 0, got {text!r}")
+    return value * _UNITS[unit]
 
 
 def add_closure(p: argparse.ArgumentParser) -> None:

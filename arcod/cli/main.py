@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from arcod.cli import partitions_cli, runs_cli
+from arcod.cli import backfill_cli, partitions_cli, runs_cli
 from arcod.cli.common import (
     EXIT_OK,
     EXIT_REFUSED,
@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     runs_cli.add_parsers(sub, common)
     partitions_cli.add_parsers(sub, common)
+    backfill_cli.add_parsers(sub, common)
     return parser
 
 
@@ -196,6 +197,7 @@ def cmd_select(args, client) -> int:
 COMMANDS = {
     **runs_cli.COMMANDS,
     **partitions_cli.COMMANDS,
+    **backfill_cli.COMMANDS,
     "status": cmd_status,
     "reload": cmd_reload,
     "assets": cmd_assets,

@@ -10,8 +10,9 @@ from arcod.cli.common import (
     EXIT_REFUSED,
     RUN_STATES,
     add_closure,
-    positive,
+    limit,
     print_json,
+    run_key,
     tag,
 )
 
@@ -23,20 +24,24 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     add_closure(run)
     run.add_argument("--partition", metavar="KEY", help="one partition")
     run.add_argument("--partitions", metavar="SEL", help="a partition selection: A..B, a,b,c or all")
-    run.add_argument("--run-key", metavar="K", help="idempotency key: the same key and request return the same run")
+    run.add_argument("--run-key", metavar="K", type=run_key,
+                     help="idempotency key: the same key and request return the same run")
     run.add_argument("--tag", action="append", default=[], type=tag, metavar="K=V", help="tag the run (repeatable)")
     run.add_argument("--wait", action="store_true", help="follow the run until it finishes; exit 0 only if it succeeded")
 
-    runs = sub.add_parser("runs", help="list, show and trace runs").add_subparsers(dest="runs_command", required=True, metavar="{list,show,tree}")
+    runs = sub.add_parser("runs", help="list, show and trace runs").add_subparsers(dest="runs_command", required=True, metavar="{list,show,tree,prune}")
     rl = runs.add_parser("list", parents=[common], help="recent runs, newest first")
     rl.add_argument("--state", type=str.upper, choices=RUN_STATES, metavar="STATE")
     rl.add_argument("--backfill", metavar="ID")
     rl.add_argument("--root", metavar="RUN", help="runs of this lineage group")
-    rl.add_argument("--limit", type=positive, default=20)
+    rl.add_argument("--limit", type=limit, default=20)
     rs = runs.add_parser("show", parents=[common], help="one run with its tasks and attempts")
     rs.add_argument("run_id", metavar="RUN")
     rt = runs.add_parser("tree", parents=[common], help="the lineage group of a run")
     rt.add_argument("run_id", metavar="RUN")
+    from arcod.cli.maintenance_cli import add_prune_parser
+
+    add_prune_parser(runs, common)
 
     cancel = sub.add_parser("cancel", parents=[common], help="cancel a run")
     cancel.add_argument("run_id", metavar="RUN")
@@ -48,7 +53,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     kind.add_argument("--all", action="store_true", help="the whole plan again")
     kind.add_argument("--select", action="append", metavar="EXPR", help="a selection within the parent's plan")
     add_closure(rerun)
-    rerun.add_argument("--run-key", metavar="K")
+    rerun.add_argument("--run-key", metavar="K", type=run_key)
     rerun.add_argument("--wait", action="store_true")
 
     logs = sub.add_parser("logs", parents=[common], help="task output of a run")
@@ -156,6 +161,10 @@ def cmd_runs(args, client) -> int:
     from arcod.cli import render
     from arcod.control import protocol as p
 
+    if args.runs_command == "prune":
+        from arcod.cli.maintenance_cli import cmd_prune
+
+        return cmd_prune(args, client)
     if args.runs_command == "list":
         result = client.call(p.RunsList(state=args.state, backfill_id=args.backfill, root_run_id=args.root, limit=args.limit))
         if args.json:

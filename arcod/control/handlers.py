@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from arcod.control import protocol as p
+from arcod.control.backfill_handlers import BackfillHandlers
+from arcod.control.maintenance_handlers import MaintenanceHandlers
 from arcod.control.partition_handlers import PartitionHandlers
 from arcod.control.run_handlers import RunHandlers
 from arcod.core import errors
@@ -46,7 +48,7 @@ def asset_summary(asset: AssetDef) -> dict[str, Any]:
     }
 
 
-class Handlers(RunHandlers, PartitionHandlers):
+class Handlers(RunHandlers, PartitionHandlers, BackfillHandlers, MaintenanceHandlers):
     """Every request the daemon serves. Each area's mixin declares `TABLE`: request type ->
     method name; the tables are merged here so adding an area is one mixin and one base."""
 

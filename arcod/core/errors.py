@@ -43,3 +43,9 @@ INVALID_TRANSITION = "invalid_transition"
 PARTITION_ERROR = "partition_error"
 MIXED_PARTITIONS = "mixed_partitions"
 INTERNAL = "internal"
+# The control socket closed a connection (it was silent too long, or made room for another).
+IDLE_TIMEOUT = "idle_timeout"
+TOO_MANY_CONNECTIONS = "too_many_connections"
+# The database could not take a write; nothing of the request was recorded, retry later.
+DATABASE_BUSY = "database_busy"  # another process holds SQLite's write lock
+STORAGE_ERROR = "storage_error"  # the disk is full or failing

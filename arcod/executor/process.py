@@ -41,6 +41,8 @@ SUCCEEDED = "succeeded"
 FAILED = "failed"
 TIMED_OUT = "timed_out"
 CANCELED = "canceled"
+# How an attempt can end besides exiting (not a status: it ends FAILED, see `_judge`).
+LOG_LIMIT = "log_limit"
 
 # The environment variables through which a task learns what it is materialising.
 CONTEXT_ENV_VARS = (
@@ -56,6 +58,7 @@ CONTEXT_ENV_VARS = (
 # SIGKILL (delivery is immediate, disappearance from the process table almost so).
 _POLL_S = 0.02
 _AFTER_KILL_S = 1.0
+_LOG_POLL_S = 0.25  # how often a running task's log size is compared with max_log_bytes
 
 
 class AttemptSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -146,13 +149,20 @@ async def run_attempt(
     on_started: Callable[[int], Awaitable[None] | None] | None = None,
     term_grace_s: float = 5.0,
     cancel_event: anyio.Event | None = None,
+    max_log_bytes: int | None = None,
 ) -> AttemptOutcome:
     """Run one attempt to its end and say how it ended.
 
-    Failing to start (missing executable, missing cwd, ...) is a "failed" outcome, not an
-    exception. `on_started(pid)` is called (and awaited if it returns an awaitable) as soon as
-    the process exists, so the caller can persist the pid — which is also the process group id —
-    for crash recovery.
+    Failing to start (missing executable, missing cwd, a log file that cannot be created:
+    disk full, directory unwritable, ...) is a "failed" outcome, not an exception.
+
+    `on_started(pid)` is called (and awaited if it returns an awaitable) as soon as the process
+    exists, so the caller can persist the pid — which is also the process group id — for crash
+    recovery.
+
+    `max_log_bytes` bounds the log: a task whose output grows past it is stopped like a timed
+    out one and fails, and the log is cut back to the limit (output goes to the file directly,
+    so the size is checked every `_LOG_POLL_S`; what the task writes in between is cut).
 
     To cancel an attempt and still learn its outcome, set `cancel_event`: the group is stopped
     and a "canceled" outcome is returned normally. If instead the calling scope is cancelled (or
@@ -163,8 +173,15 @@ async def run_attempt(
     argv = task_argv(spec)
     env = task_environment(spec)
     log_path = Path(spec.log_path)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a+b", buffering=0) as log:
+    try:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_file = open(log_path, "a+b", buffering=0)
+    except OSError as exc:
+        return AttemptOutcome(
+            status=FAILED, exit_code=None, pid=None, started_at=started_at, finished_at=_now(),
+            reason=f"cannot open the task's log file {log_path}: {exc.strerror or exc}; the task was not started",
+        )  # fmt: skip
+    with log_file as log:
         if cancel_event is not None and cancel_event.is_set():
             _note(log, "canceled before start")
             return AttemptOutcome(
@@ -199,7 +216,7 @@ async def run_attempt(
                 result = on_started(pid)
                 if inspect.isawaitable(result):
                     await result
-            ending = await _wait_for_end(process, spec.timeout_s, cancel_event)
+            ending = await _wait_for_end(process, spec.timeout_s, cancel_event, log.fileno(), max_log_bytes)
         finally:
             with anyio.CancelScope(shield=True):
                 if process.returncode is None:
@@ -209,6 +226,8 @@ async def run_attempt(
                     elif ending == CANCELED:
                         _note(log, "canceled; stopping the task")
                     await _stop_group(process, pid, term_grace_s, log)
+                    if ending == LOG_LIMIT:
+                        _cut_log(log, max_log_bytes)
                 else:
                     # It exited on its own, possibly racing a deadline or cancel event we had
                     # not acted on yet; then its own exit status is the truth.
@@ -219,7 +238,7 @@ async def run_attempt(
                 await process.wait()
 
         exit_code = process.returncode
-        status, reason = _judge(ending, exit_code, spec.timeout_s)
+        status, reason = _judge(ending, exit_code, spec.timeout_s, max_log_bytes)
         return AttemptOutcome(
             status=status, exit_code=exit_code, reason=reason, pid=pid,
             started_at=started_at, finished_at=_now(),
@@ -259,12 +278,14 @@ def kill_process_group(
 
 
 async def _wait_for_end(
-    process: anyio.abc.Process, timeout_s: float | None, cancel_event: anyio.Event | None
+    process: anyio.abc.Process, timeout_s: float | None, cancel_event: anyio.Event | None,
+    log_fd: int | None = None, max_log_bytes: int | None = None,
 ) -> str | None:
-    """Wait for the process to exit, the deadline, or the cancel event, whichever comes first.
+    """Wait for the process to exit, the deadline, the cancel event, or its log to outgrow
+    `max_log_bytes`, whichever comes first.
 
-    Returns None when the process exited on its own, else TIMED_OUT or CANCELED (the process is
-    then still running and the caller stops it).
+    Returns None when the process exited on its own, else TIMED_OUT, CANCELED or LOG_LIMIT (the
+    process is then still running and the caller stops it).
     """
     ending: str | None = None
 
@@ -284,10 +305,20 @@ async def _wait_for_end(
                 ending = TIMED_OUT
             tg.cancel_scope.cancel()
 
+        async def end_on_log_limit(fd: int, limit: int) -> None:
+            nonlocal ending
+            while os.fstat(fd).st_size <= limit:
+                await anyio.sleep(_LOG_POLL_S)
+            if ending is None:
+                ending = LOG_LIMIT
+            tg.cancel_scope.cancel()
+
         if cancel_event is not None:
             tg.start_soon(end_on_cancel_event, cancel_event)
         if timeout_s is not None:
             tg.start_soon(end_on_deadline, timeout_s)
+        if log_fd is not None and max_log_bytes:
+            tg.start_soon(end_on_log_limit, log_fd, max_log_bytes)
         await process.wait()
         tg.cancel_scope.cancel()
     return ending
@@ -315,9 +346,12 @@ async def _stop_group(
                 await anyio.sleep(_POLL_S)
 
 
-def _judge(ending: str | None, exit_code: int | None, timeout_s: float | None) -> tuple[str, str]:
+def _judge(ending: str | None, exit_code: int | None, timeout_s: float | None,
+           max_log_bytes: int | None = None) -> tuple[str, str]:
     if ending == CANCELED:
         return CANCELED, "canceled"
+    if ending == LOG_LIMIT:
+        return FAILED, f"output passed the {max_log_bytes}-byte log limit (max_log_bytes); stopped"
     if ending == TIMED_OUT:
         return TIMED_OUT, f"timed out after {timeout_s}s"
     assert exit_code is not None
@@ -421,11 +455,28 @@ def _started_with_env(pid: int, expected: Mapping[str, str]) -> bool:
 
 
 def _note(log: IO[bytes], message: str) -> None:
-    """Append an arcod note to the attempt's log, on a line of its own."""
-    fd = log.fileno()
-    size = os.fstat(fd).st_size
-    lead = b"\n" if size and os.pread(fd, 1, size - 1) != b"\n" else b""
-    log.write(lead + f"[arcod] {_now()} {message}\n".encode())
+    """Append an arcod note to the attempt's log, on a line of its own.
+
+    Best effort: a note that cannot be written (disk full) must not stop what comes after it,
+    such as emptying the task's process group.
+    """
+    try:
+        fd = log.fileno()
+        size = os.fstat(fd).st_size
+        lead = b"\n" if size and os.pread(fd, 1, size - 1) != b"\n" else b""
+        log.write(lead + f"[arcod] {_now()} {message}\n".encode())
+    except OSError:
+        pass
+
+
+def _cut_log(log: IO[bytes], limit: int | None) -> None:
+    """Cut a log that outgrew its limit back to it, and say so at the end."""
+    try:
+        if limit and os.fstat(log.fileno()).st_size > limit:
+            os.ftruncate(log.fileno(), limit)
+    except OSError:
+        pass
+    _note(log, f"output passed the {limit}-byte log limit; the task was stopped and the log cut there")
 
 
 def _now() -> str:

@@ -42,10 +42,20 @@ Params = Sequence[Any] | Mapping[str, Any]
 T = TypeVar("T")
 
 DEFAULT_BUSY_TIMEOUT = 5.0  # seconds a write waits for another process's write lock
+WAL_SIZE_LIMIT = 16 << 20  # bytes the WAL file is truncated to after a checkpoint, at most
 
 
-class DatabaseBusyError(Exception):
+class StorageError(Exception):
+    """The database could not take a write (disk full, I/O error, read-only file): nothing of
+    the transaction was recorded. `code` is the error code a client is given."""
+
+    code = "storage_error"
+
+
+class DatabaseBusyError(StorageError):
     """Another process held the database's write lock for longer than the busy timeout."""
+
+    code = "database_busy"
 
 
 class SchemaVersionError(Exception):
@@ -142,20 +152,23 @@ class Database:
                 await self._rollback_quietly()
                 if _is_busy(exc):
                     raise self._busy_error() from exc
+                self._raise_storage_error(exc)
                 raise
             tx = Transaction(self._writer)
             try:
                 yield tx
-            except BaseException:
+            except BaseException as exc:
                 tx._finished = True
                 await self._rollback_quietly()
+                self._raise_storage_error(exc)
                 raise
             tx._finished = True
             try:
                 with anyio.CancelScope(shield=True):
                     await self._writer.execute("COMMIT", ())
-            except BaseException:
+            except BaseException as exc:
                 await self._rollback_quietly()
+                self._raise_storage_error(exc)
                 raise
 
     async def _rollback_quietly(self) -> None:
@@ -163,8 +176,25 @@ class Database:
             try:
                 await self._writer.execute("ROLLBACK", ())
             except sqlite3.OperationalError as exc:
-                if "no transaction is active" not in str(exc):
+                if "no transaction is active" in str(exc):
+                    return
+                if _storage_code(exc) is None:
                     raise
+                # SQLite rolls back by itself after a failed write (disk full, I/O error);
+                # the error the caller sees is the write's, not this one.
+
+    def _raise_storage_error(self, exc: BaseException) -> None:
+        """Turn a write that the disk refused into a StorageError that says what to do."""
+        code = _storage_code(exc)
+        if code is None:
+            return
+        if code == sqlite3.SQLITE_BUSY:
+            raise self._busy_error() from exc
+        raise StorageError(
+            f"cannot write the database {self.path}: {exc}. The disk holding the state directory "
+            f"is full, read-only or failing; nothing of this request was recorded. Free space "
+            f"(or fix the disk), then retry."
+        ) from exc
 
     def _busy_error(self) -> DatabaseBusyError:
         return DatabaseBusyError(
@@ -176,6 +206,20 @@ class Database:
 
 def _is_busy(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
+
+
+# Primary result codes that mean "the storage under the database failed", not "the SQL is wrong".
+_STORAGE_CODES = frozenset({
+    sqlite3.SQLITE_BUSY, sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY,
+    sqlite3.SQLITE_CANTOPEN,
+})
+
+
+def _storage_code(exc: BaseException) -> int | None:
+    if not isinstance(exc, sqlite3.Error):
+        return None
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    return code if code in _STORAGE_CODES else None
 
 
 @asynccontextmanager
@@ -220,6 +264,9 @@ async def _configure_writer(writer: _Connection, path: Path, busy_timeout: float
             "put the state directory on a local filesystem that supports shared memory"
         )
     await writer.execute("PRAGMA synchronous = FULL", ())
+    # A WAL file keeps the largest size it ever reached (a burst of writes, a big prune) unless
+    # told otherwise; a daemon that runs for months should give that space back.
+    await writer.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}", ())
     await writer.execute("PRAGMA foreign_keys = ON", ())
 
 

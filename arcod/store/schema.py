@@ -130,7 +130,101 @@ CREATE TABLE partition_status (
 );
 """
 
+# Migration 3: backfills (the backfill controller's rows). A backfill stores its selector,
+# span and counters, never its partition list: `backfill_targets` holds only the partitions a
+# retry-failed child lists explicitly (those that did not succeed in its parent's planned
+# chunks). `backfill_definitions` keeps, once per content digest, the partitions definition a
+# backfill was created with, so chunk arithmetic never shifts under a reload.
+# `backfill_chunks` has one row per planned chunk; its primary key is what makes "no chunk is
+# planned twice" a constraint. `backfill_transitions` is the state log: (backfill, version)
+# is unique, so state_version sequences cannot have gaps or repeats.
+_BACKFILLS = """
+CREATE TABLE backfill_definitions (
+    digest TEXT PRIMARY KEY,
+    body BLOB NOT NULL
+);
+CREATE TABLE backfills (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    backfill_id TEXT NOT NULL UNIQUE,
+    request_key TEXT UNIQUE,
+    request_id TEXT,
+    fingerprint TEXT NOT NULL,
+    state TEXT NOT NULL,
+    state_version INTEGER NOT NULL,
+    assets BLOB NOT NULL,
+    definition TEXT NOT NULL,
+    definition_digest TEXT NOT NULL REFERENCES backfill_definitions (digest),
+    selector BLOB NOT NULL,
+    as_of TEXT NOT NULL,
+    selector_count INTEGER NOT NULL,
+    span_lo INTEGER NOT NULL,
+    span_hi INTEGER NOT NULL,
+    explicit_count INTEGER NOT NULL DEFAULT 0,
+    partitions_total INTEGER NOT NULL,
+    chunk_size INTEGER NOT NULL,
+    chunks_total INTEGER NOT NULL,
+    max_concurrency INTEGER NOT NULL,
+    newest_first INTEGER NOT NULL,
+    reprocess TEXT NOT NULL,
+    code_version TEXT NOT NULL,
+    parent_backfill_id TEXT REFERENCES backfills (backfill_id),
+    root_backfill_id TEXT NOT NULL,
+    next_chunk INTEGER NOT NULL DEFAULT 0,
+    chunks_succeeded INTEGER NOT NULL DEFAULT 0,
+    chunks_failed INTEGER NOT NULL DEFAULT 0,
+    chunks_canceled INTEGER NOT NULL DEFAULT 0,
+    chunks_skipped INTEGER NOT NULL DEFAULT 0,
+    partitions_planned INTEGER NOT NULL DEFAULT 0,
+    partitions_succeeded INTEGER NOT NULL DEFAULT 0,
+    partitions_failed INTEGER NOT NULL DEFAULT 0,
+    partitions_canceled INTEGER NOT NULL DEFAULT 0,
+    partitions_skipped INTEGER NOT NULL DEFAULT 0,
+    request BLOB NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    finished_at TEXT
+);
+CREATE INDEX backfills_by_state ON backfills (state, seq);
+CREATE INDEX backfills_by_root ON backfills (root_backfill_id, seq);
+CREATE TABLE backfill_chunks (
+    backfill_id TEXT NOT NULL REFERENCES backfills (backfill_id),
+    chunk_index INTEGER NOT NULL,
+    state TEXT NOT NULL,          -- RUNNING | SUCCEEDED | FAILED | CANCELED | SKIPPED
+    run_id TEXT UNIQUE REFERENCES runs (run_id),
+    partitions INTEGER NOT NULL,
+    first_partition TEXT NOT NULL,
+    last_partition TEXT NOT NULL,
+    tasks INTEGER NOT NULL,
+    partitions_succeeded INTEGER NOT NULL DEFAULT 0,
+    partitions_failed INTEGER NOT NULL DEFAULT 0,
+    partitions_canceled INTEGER NOT NULL DEFAULT 0,
+    partitions_skipped INTEGER NOT NULL DEFAULT 0,
+    planned_at TEXT NOT NULL,
+    finished_at TEXT,
+    PRIMARY KEY (backfill_id, chunk_index)
+);
+CREATE INDEX backfill_chunks_by_state ON backfill_chunks (backfill_id, state, chunk_index);
+CREATE TABLE backfill_targets (
+    backfill_id TEXT NOT NULL REFERENCES backfills (backfill_id),
+    position INTEGER NOT NULL,
+    partition TEXT NOT NULL,
+    assets BLOB NOT NULL,
+    PRIMARY KEY (backfill_id, position)
+) WITHOUT ROWID;
+CREATE TABLE backfill_transitions (
+    backfill_id TEXT NOT NULL REFERENCES backfills (backfill_id),
+    version INTEGER NOT NULL,
+    from_state TEXT,
+    to_state TEXT NOT NULL,
+    at TEXT NOT NULL,
+    request_id TEXT,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (backfill_id, version)
+);
+"""
+
 MIGRATIONS: list[str] = [
     _ACTOR_RUNTIME,
     _RUNS,
+    _BACKFILLS,
 ]

@@ -22,6 +22,16 @@ import msgspec
 
 ROOT = Path(__file__).resolve().parents[2]
 
+# Duplicate mode (SPEC §9): with ARCOD_TEST_DUPLICATE=1 in the environment of pytest, every
+# daemon a test starts delivers every actor message twice. CI runs the backfill and rerun
+# tests this way (`make test-duplicate`); the results must not change.
+DUPLICATE_ENV = "ARCOD_TEST_DUPLICATE"
+DUPLICATE_EVERY_DELIVERY = "actor.*.deliver=duplicate"
+
+
+def duplicate_mode() -> bool:
+    return os.environ.get(DUPLICATE_ENV, "") not in ("", "0")
+
 # A job that appends a line to counters/<asset>[__<partition>] and fails while
 # fail/<asset> exists: counter files prove exactly which tasks ran, and how often.
 COUNTING_JOB = textwrap.dedent('''
@@ -89,6 +99,9 @@ class Daemon:
 
     def start(self, timeout: float = 20.0) -> None:
         env = {**os.environ, **self.env, "ARCOD_BACKEND": self.backend, "PYTHONUNBUFFERED": "1"}
+        if duplicate_mode():  # the test's own failpoints come last, so they win
+            env["ARCOD_FAILPOINTS"] = ";".join(
+                s for s in (DUPLICATE_EVERY_DELIVERY, self.env.get("ARCOD_FAILPOINTS", "")) if s)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "arcod", "serve", "--config", str(self.config), "--backend", self.backend],
@@ -101,6 +114,8 @@ class Daemon:
             if self.socket.exists():
                 r = self.cli("status")
                 if r.code == 0:
+                    if duplicate_mode():  # prove the mode is on, or the tests would prove nothing
+                        assert DUPLICATE_EVERY_DELIVERY.split("=")[0] in r.json["failpoints"]["active"], r.stdout
                     return
             time.sleep(0.05)
         raise RuntimeError(f"daemon did not become ready:\n{self.log_path.read_text()}")

@@ -151,23 +151,26 @@ def test_cancel_of_a_finished_run_is_refused(chain: Daemon):
 
 
 def test_two_runs_never_materialise_one_asset_at_once(chain: Daemon):
-    (chain.project / "sleep" / "a").write_text("1.5")
+    (chain.project / "sleep" / "a").write_text("3")
     first = run(chain, "--select", "a")
     deadline = time.monotonic() + 10
     while not chain.counter("a"):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     second = run(chain, "--select", "a")
-    time.sleep(0.3)
-    shown = chain.ok("runs", "show", second["run_id"])
+    deadline = time.monotonic() + 10
+    while not (shown := chain.ok("runs", "show", second["run_id"]))["tasks"][0]["waiting_for"]:
+        assert time.monotonic() < deadline, shown
+        time.sleep(0.05)
     assert shown["tasks"][0]["state"] == "PENDING"
     assert shown["tasks"][0]["waiting_for"] == first["run_id"]
+    assert chain.ok("runs", "show", first["run_id"])["state"] == "RUNNING"
     human = chain.cli("runs", "show", second["run_id"], json_output=False).stdout
     assert f"waits for run {first['run_id']}" in human
     chain.wait_run(second["run_id"])
     lines = chain.counter("a")
     start1, start2 = float(lines[0].split()[2]), float(lines[1].split()[2])
-    assert start2 - start1 >= 1.5  # the second started only after the first finished
+    assert start2 - start1 >= 3  # the second started only after the first finished
 
 
 def test_runs_list_filters_and_wait_succeeds(chain: Daemon):
