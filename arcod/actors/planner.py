@@ -140,8 +140,13 @@ class Planner(Actor):
         if run_key is None:
             return None
         row = await tx.fetch_one("SELECT run_id, fingerprint FROM runs WHERE run_key = ?", (run_key,))
+        pruned = None
         if row is None:
-            return None
+            # Retention may have pruned the run; its key stays taken (a key is one run, ever).
+            row = pruned = await tx.fetch_one(
+                "SELECT run_id, fingerprint, state FROM run_key_tombstones WHERE run_key = ?", (run_key,))
+            if row is None:
+                return None
         if row["fingerprint"] != fingerprint:
             raise ArcodError(
                 errors.RUN_KEY_CONFLICT,
@@ -150,6 +155,10 @@ class Planner(Actor):
                 {"run_key": run_key, "existing_run_id": row["run_id"],
                  "existing_fingerprint": row["fingerprint"], "requested_fingerprint": fingerprint},
             )
+        if pruned is not None:
+            return {"run_id": pruned["run_id"], "run_key": run_key, "state": pruned["state"],
+                    "fingerprint": pruned["fingerprint"], "pruned": True, "parent_run_id": None,
+                    "root_run_id": None, "rerun_kind": None, "backfill_id": None, "tasks": [], "counts": {}}
         return await runs_store.run_with_tasks(tx, row["run_id"])
 
     async def _plan_run(self, tx: Transaction, msg: PlanRun) -> Outcome:

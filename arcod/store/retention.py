@@ -29,8 +29,10 @@ Every other event row is kept. `outbox` rows are never deleted here: they are wo
 done. Partition status rows are kept: they are the history of the data, not of runs (their
 run ids may then name pruned runs).
 
-Run keys. Pruning a run frees its run_key: "a key maps to at most one run" holds for as long
-as the run is retained, like a Temporal workflow id after the namespace's retention period.
+Run keys. A key maps to at most one run, ever (SPEC §5): pruning a keyed run leaves a
+tombstone (key, run id, fingerprint, final state), so repeating the request after the prune
+returns the pruned run (`created: false`, `pruned: true`) instead of running it again, and a
+different request under the key is still a `run_key_conflict`.
 """
 
 from __future__ import annotations
@@ -257,6 +259,11 @@ async def _batch(fetch: Fetch, tx: Any, report: PruneReport, cursor: str, batch_
                 for piece in _chunks(backfill_ids):
                     await tx.execute(f"DELETE FROM {table} WHERE backfill_id IN ({_marks(piece)})", piece)
     for piece in _chunks(run_ids):
+        await tx.execute(
+            "INSERT INTO run_key_tombstones (run_key, run_id, fingerprint, state, pruned_at)"
+            f" SELECT run_key, run_id, fingerprint, state, ? FROM runs WHERE run_key IS NOT NULL AND run_id IN ({_marks(piece)})"
+            " ON CONFLICT (run_key) DO NOTHING",
+            [_iso(datetime.now(timezone.utc)), *piece])
         await tx.execute(f"DELETE FROM runs WHERE run_id IN ({_marks(piece)})", piece)
     for piece in _chunks(backfill_ids):
         await tx.execute(f"DELETE FROM backfills WHERE backfill_id IN ({_marks(piece)})", piece)

@@ -223,8 +223,21 @@ CREATE TABLE backfill_transitions (
 );
 """
 
+# Migration 4: a run_key maps to at most one run, ever (SPEC §5), even after retention
+# pruned the run: the key, its run id and fingerprint outlive the run as a tombstone.
+_RUN_KEY_TOMBSTONES = """
+CREATE TABLE run_key_tombstones (
+    run_key TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    state TEXT NOT NULL,
+    pruned_at TEXT NOT NULL
+);
+"""
+
 MIGRATIONS: list[str] = [
     _ACTOR_RUNTIME,
     _RUNS,
     _BACKFILLS,
+    _RUN_KEY_TOMBSTONES,
 ]

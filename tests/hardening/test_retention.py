@@ -327,3 +327,21 @@ async def test_batches_decide_like_one_pass(tmp_path, anyio_backend, batch_roots
     assert real.runs == dry.runs == 20 and real.backfills == dry.backfills == 1
     # r3 and r3-child for the running grandchild, c3 for its young rerun (which also keeps bf-kept)
     assert (real.kept_lineage, real.kept_backfill) == (dry.kept_lineage, dry.kept_backfill) == (3, 0)
+
+
+def test_a_pruned_runs_key_stays_taken(tmp_path, daemons):
+    """SPEC §5: a key maps to at most one run, ever, even after retention pruned the run."""
+    from tests.e2e.harness import asset_toml, write_project
+
+    d = daemons(write_project(tmp_path / "keys", asset_toml("a") + asset_toml("b")))
+    first = d.ok("run", "--select", "a", "--run-key", "nightly")
+    d.wait_run(first["run_id"])
+    report = d.ok("runs", "prune", "--older-than", "0s")
+    assert report["runs"] >= 1
+    d.refused("runs", "show", first["run_id"], code="not_found")
+    again = d.ok("run", "--select", "a", "--run-key", "nightly")
+    assert again["created"] is False and again["run_id"] == first["run_id"] and again["pruned"] is True
+    assert again["state"] == "SUCCEEDED"
+    assert len(d.counter("a")) == 1  # nothing ran again
+    err = d.refused("run", "--select", "b", "--run-key", "nightly", code="run_key_conflict")
+    assert err["details"]["existing_run_id"] == first["run_id"]
