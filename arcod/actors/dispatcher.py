@@ -46,7 +46,7 @@ from arcod.core.run_state import RunState, request_cancel, run_outcome
 from arcod.core.task_state import TaskState, ready_tasks, tasks_to_skip
 from arcod.store import runs as runs_store
 from arcod.store.database import Transaction
-from arcod.store.definitions_store import assets_decoder
+from arcod.store.definitions_store import AssetsByCodeVersion
 
 log = structlog.get_logger("arcod.dispatcher")
 
@@ -65,7 +65,7 @@ class Dispatcher(Actor):
         self.cancel_attempts = cancel_attempts  # callable(run_id) -> None, set by the executor
         self.draining = False  # set on shutdown: admit no run and start no task until the next start
         self._plans: dict[str, Plan] = {}
-        self._assets: dict[str, dict[str, AssetDef]] = {}
+        self._assets = AssetsByCodeVersion()
 
     # ── message handling ────────────────────────────────────────────────────
 
@@ -288,8 +288,4 @@ class Dispatcher(Actor):
         return {r["task_id"]: r["state"] for r in rows}
 
     async def _asset(self, tx: Transaction, code_version: str, asset: str) -> AssetDef:
-        assets = self._assets.get(code_version)
-        if assets is None:
-            row = await tx.fetch_one("SELECT assets FROM code_versions WHERE code_version = ?", (code_version,))
-            assets = self._assets[code_version] = assets_decoder.decode(row["assets"])
-        return assets[asset]
+        return await self._assets.get(tx, code_version, asset)

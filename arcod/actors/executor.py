@@ -35,7 +35,7 @@ from arcod.executor.process import AttemptOutcome, AttemptSpec, run_attempt
 from arcod.failpoints import Failpoints
 from arcod.store import runs as runs_store
 from arcod.store.database import Database, StorageError, Transaction
-from arcod.store.definitions_store import assets_decoder
+from arcod.store.definitions_store import AssetsByCodeVersion
 
 log = structlog.get_logger("arcod.executor")
 
@@ -58,7 +58,7 @@ class Executor(Actor):
         self._processes = 0  # attempts between process start and their report
         self._idle: anyio.Event | None = None
         self._cancel: dict[str, dict[tuple[str, int], anyio.Event]] = {}
-        self._assets: dict[str, dict[str, AssetDef]] = {}
+        self._assets = AssetsByCodeVersion()
 
     def cancel_run(self, run_id: str) -> None:
         for event in self._cancel.get(run_id, {}).values():
@@ -181,11 +181,7 @@ class Executor(Actor):
                                exit_code=exit_code, finished_at=runs_store.now_iso())
 
     async def _asset(self, tx: Transaction, code_version: str, asset: str) -> AssetDef:
-        assets = self._assets.get(code_version)
-        if assets is None:
-            row = await tx.fetch_one("SELECT assets FROM code_versions WHERE code_version = ?", (code_version,))
-            assets = self._assets[code_version] = assets_decoder.decode(row["assets"])
-        return assets[asset]
+        return await self._assets.get(tx, code_version, asset)
 
     async def _window(self, code_version: str, asset: AssetDef, partition: str | None) -> dict[str, Any]:
         """ARCOD_PARTITION_START/_END for time-window partitions (set by the daemon's hook)."""

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from arcod.cli.common import EXIT_OK, EXIT_REFUSED, add_closure, positive, print_json
+from arcod.cli.common import EXIT_OK, add_closure, follow_until_finished, positive, print_json
 
 BACKFILL_STATES = ("RUNNING", "PAUSED", "CANCELING", "CANCELED", "SUCCEEDED", "FAILED")
 CHUNK_STATES = ("PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELED", "SKIPPED")
-FINISHED = ("SUCCEEDED", "FAILED", "CANCELED")
 
 
 def _whole(text: str) -> int:
@@ -271,39 +269,22 @@ def _partitions(args, client) -> int:
 
 
 def watch(args, client, backfill_id: str) -> int:
-    """Poll `backfill show` until the backfill finishes; a live bar on a terminal (stderr).
+    """Follow `backfill show` until the backfill finishes; a live bar on a terminal (stderr).
     Exit 0 only if it SUCCEEDED. A PAUSED backfill is waited for: it finishes after resume."""
-    import time
-
     from arcod.cli import render
     from arcod.control import protocol as p
 
-    tty = sys.stderr.isatty() and not args.json
-    delay = 0.05
-    while True:
-        bf = client.call(p.BackfillShow(backfill_id=backfill_id))
-        if tty:
-            parts = bf["counts"]["partitions"]
-            done = bf["progress"]["partitions_done"]
-            rate = bf["progress"]["rate_per_s"]
-            eta = bf["progress"]["eta_s"]
-            sys.stderr.write(
-                f"\r{render.bar(done, bf['partitions_total'])} {done:,}/{bf['partitions_total']:,} "
+    def progress(bf: dict) -> str:
+        parts = bf["counts"]["partitions"]
+        done = bf["progress"]["partitions_done"]
+        rate = bf["progress"]["rate_per_s"]
+        eta = bf["progress"]["eta_s"]
+        return (f"{render.bar(done, bf['partitions_total'])} {done:,}/{bf['partitions_total']:,} "
                 f"{bf['state']:<9} ok {parts['SUCCEEDED']:,} failed {parts['FAILED']:,}"
-                + (f"  {rate:,.1f}/s" if rate else "") + (f"  eta {eta:,.0f}s" if eta is not None else "")
-                + "\033[K")
-            sys.stderr.flush()
-        if bf["state"] in FINISHED:
-            break
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.5)
-    if tty:
-        sys.stderr.write("\n")
-    if args.json:
-        print_json(bf)
-    else:
-        print_backfill(bf)
-    return EXIT_OK if bf["state"] == "SUCCEEDED" else EXIT_REFUSED
+                + (f"  {rate:,.1f}/s" if rate else "") + (f"  eta {eta:,.0f}s" if eta is not None else ""))
+
+    return follow_until_finished(args, lambda: client.call(p.BackfillShow(backfill_id=backfill_id)), progress,
+                                 print_backfill)
 
 
 COMMANDS = {"backfill": cmd_backfill}

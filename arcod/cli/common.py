@@ -100,3 +100,34 @@ def fail(args: argparse.Namespace, code: str, message: str, details: dict | None
         print(f"arcod: {message}", file=sys.stderr)
 
 
+
+
+FINISHED_STATES = ("SUCCEEDED", "FAILED", "CANCELED")
+
+
+def follow_until_finished(args: argparse.Namespace, fetch, progress_line, print_human) -> int:
+    """Poll `fetch()` until its `state` is final, with a live line on a terminal (stderr).
+
+    Polling backs off from 50 ms to 0.5 s. At the end the final document is printed (JSON or
+    human) and the exit status says whether it SUCCEEDED (SPEC §7: 1 otherwise).
+    """
+    import time
+
+    tty = sys.stderr.isatty() and not args.json
+    delay = 0.05
+    while True:
+        doc = fetch()
+        if tty:
+            sys.stderr.write("\r" + progress_line(doc) + "\033[K")
+            sys.stderr.flush()
+        if doc["state"] in FINISHED_STATES:
+            break
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.5)
+    if tty:
+        sys.stderr.write("\n")
+    if args.json:
+        print_json(doc)
+    else:
+        print_human(doc)
+    return EXIT_OK if doc["state"] == "SUCCEEDED" else EXIT_REFUSED

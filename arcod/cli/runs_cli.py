@@ -7,9 +7,10 @@ import sys
 
 from arcod.cli.common import (
     EXIT_OK,
-    EXIT_REFUSED,
     RUN_STATES,
     add_closure,
+    FINISHED_STATES,
+    follow_until_finished,
     limit,
     print_json,
     run_key,
@@ -89,38 +90,21 @@ def print_run(run: dict) -> None:
     render.table(["ASSET", "PARTITION", "STATE", "ATTEMPTS", "NOTE"], rows)
 
 
-FINISHED = ("SUCCEEDED", "FAILED", "CANCELED")
 
 
 def wait_for_run(args, client, run_id: str) -> int:
-    """Poll until the run finishes; a progress line on a terminal. Exit 0 only on SUCCEEDED."""
-    import time
-
+    """Follow the run until it finishes. Exit 0 only on SUCCEEDED."""
     from arcod.cli import render
     from arcod.control import protocol as p
 
-    tty = sys.stderr.isatty() and not args.json
-    delay = 0.05
-    while True:
-        run = client.call(p.RunsShow(run_id=run_id))
-        if tty:
-            counts = run["counts"]
-            total = sum(counts.values())
-            done = sum(v for k, v in counts.items() if k in ("SUCCEEDED", "FAILED", "SKIPPED", "CANCELED"))
-            sys.stderr.write(f"\r{render.bar(done, total)} {done}/{total}  {run['state']:<9} "
-                             + ", ".join(f"{k.lower()} {v}" for k, v in sorted(counts.items())) + "\033[K")
-            sys.stderr.flush()
-        if run["state"] in FINISHED:
-            break
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.5)
-    if tty:
-        sys.stderr.write("\n")
-    if args.json:
-        print_json(run)
-    else:
-        print_run(run)
-    return EXIT_OK if run["state"] == "SUCCEEDED" else EXIT_REFUSED
+    def progress(run: dict) -> str:
+        counts = run["counts"]
+        total = sum(counts.values())
+        done = sum(v for k, v in counts.items() if k in ("SUCCEEDED", "FAILED", "SKIPPED", "CANCELED"))
+        return (f"{render.bar(done, total)} {done}/{total}  {run['state']:<9} "
+                + ", ".join(f"{k.lower()} {v}" for k, v in sorted(counts.items())))
+
+    return follow_until_finished(args, lambda: client.call(p.RunsShow(run_id=run_id)), progress, print_run)
 
 
 def report_run(args, client, run: dict) -> int:
@@ -250,7 +234,7 @@ def cmd_logs(args, client) -> int:
                 sys.stdout.flush()
         if result["more"]:
             continue
-        if not args.follow or result["run_state"] in FINISHED:
+        if not args.follow or result["run_state"] in FINISHED_STATES:
             break
         time.sleep(0.3)
     if args.json:

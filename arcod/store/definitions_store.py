@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 import msgspec
 
 from arcod.core.definitions import AssetDef, Definitions
-from arcod.store.database import Database
+from arcod.store.database import Database, Transaction
 
 assets_decoder = msgspec.json.Decoder(dict[str, AssetDef])
 
@@ -32,6 +32,20 @@ async def assets_for_code_version(db: Database, code_version: str) -> dict[str, 
     if row is None:
         raise LookupError(code_version)
     return assets_decoder.decode(row["assets"])
+
+
+class AssetsByCodeVersion:
+    """Asset definitions of each code_version, read once: a version's assets never change."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, dict[str, AssetDef]] = {}
+
+    async def get(self, tx: Transaction, code_version: str, asset: str) -> AssetDef:
+        assets = self._cache.get(code_version)
+        if assets is None:
+            row = await tx.fetch_one("SELECT assets FROM code_versions WHERE code_version = ?", (code_version,))
+            assets = self._cache[code_version] = assets_decoder.decode(row["assets"])
+        return assets[asset]
 
 
 async def dynamic_keys(db: Database) -> dict[str, list[str]]:
