@@ -220,6 +220,10 @@ class BackfillController(Actor):
         assets = sorted({a for a, _ in wanted})
         graph = await self._graph(tx, bf.code_version)
         plan = sub_plan(build_plan(graph, assets, keys, assets), [task_id_for(a, p) for a, p in wanted])
+        taken = await tx.fetch_one("SELECT run_id FROM runs WHERE run_key = ?", (chunk_run_key(bf.backfill_id, index),))
+        if taken is not None:  # cannot happen through the API (the prefix is reserved); say so if it does
+            raise ArcodError(errors.INTERNAL, f"chunk {index} of backfill {bf.backfill_id}: its run key is already "
+                             f"held by run {taken['run_id']}", {"run_id": taken["run_id"]})
         run_id = new_run_id()
         selection = {"definition": bf.definition, "backfill_id": bf.backfill_id, "chunk_index": index,
                      "first": first, "last": last, "partitions": n}

@@ -208,10 +208,11 @@ class Dispatcher(Actor):
                 return
 
     async def _admit(self, tx: Transaction) -> list[str]:
-        """Move the oldest QUEUED runs to RUNNING while fewer than `max_concurrent_runs` run."""
+        """Move the oldest QUEUED runs to RUNNING while fewer than `max_concurrent_runs` are active."""
         if self.draining:
             return []
-        row = await tx.fetch_one("SELECT COUNT(*) AS n FROM runs WHERE state = 'RUNNING'")
+        # A CANCELING run still has processes stopping: it keeps its slot until it is CANCELED.
+        row = await tx.fetch_one("SELECT COUNT(*) AS n FROM runs WHERE state IN ('RUNNING', 'CANCELING')")
         free = self.max_concurrent_runs - row["n"]
         if free <= 0:
             return []

@@ -39,6 +39,9 @@ from arcod.store.definitions_store import assets_decoder
 
 MAX_RUN_TASKS = 10_000
 MAX_RUN_KEY_LENGTH = 256
+# Chunk run keys are the backfill controller's: an operator run holding one would make the
+# chunk impossible to plan (SPEC §6: chunk i is exactly one run with that key).
+RESERVED_RUN_KEY_PREFIXES = ("backfill:",)
 
 
 def new_run_id() -> str:
@@ -53,6 +56,13 @@ def check_run_key(run_key: str | None) -> None:
             errors.BAD_REQUEST,
             f"a run key is 1 to {MAX_RUN_KEY_LENGTH} printable characters without surrounding space",
             {"run_key": run_key[:300] if run_key else run_key},
+        )
+    if run_key.startswith(RESERVED_RUN_KEY_PREFIXES):
+        raise ArcodError(
+            errors.BAD_REQUEST,
+            f"run keys starting with {' or '.join(repr(p) for p in RESERVED_RUN_KEY_PREFIXES)} are reserved "
+            "for backfill chunk runs; choose another key",
+            {"run_key": run_key},
         )
 
 
@@ -103,6 +113,10 @@ def run_partitions(defs: Definitions, assets: tuple[str, ...], partition: str | 
         selector = KeysSelector(keys=(partition,))
     else:
         selector = parse_selector(partitions, defn)
+    # The request is fingerprinted as given (canonical, not pinned): repeating a keyed
+    # request after a new window closed returns the run it made, not a conflict. The run's
+    # partitions are the pinned ones: windows that appear later are not silently added.
+    requested = selector
     selector = pin_as_of(selector, defn, as_of)
     count = selector_count(selector, defn, as_of)
     if count * len(keys) > MAX_RUN_TASKS:
@@ -114,7 +128,7 @@ def run_partitions(defs: Definitions, assets: tuple[str, ...], partition: str | 
         )
     if count == 0:
         raise ArcodError(errors.EMPTY_SELECTION, f"the partition selection {wanted!r} is empty")
-    return selector_slice(selector, defn, 0, count, as_of), partitioned, {"definition": name, "selector": msgspec.to_builtins(selector)}
+    return selector_slice(selector, defn, 0, count, as_of), partitioned, {"definition": name, "selector": msgspec.to_builtins(requested)}
 
 
 def run_result(run: dict[str, Any], created: bool) -> dict[str, Any]:

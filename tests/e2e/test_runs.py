@@ -182,3 +182,22 @@ def test_runs_list_filters_and_wait_succeeds(chain: Daemon):
     listed = chain.ok("runs", "list", "--state", "failed")["runs"]
     assert [r["run_id"] for r in listed] == [bad.json["run_id"]]
     assert len(chain.ok("runs", "list")["runs"]) == 2
+
+
+def test_backfill_chunk_keys_are_reserved(chain: Daemon):
+    err = chain.refused("run", "--select", "a", "--run-key", "backfill:bf-x:chunk:0", code="bad_request")
+    assert "reserved" in err["message"]
+
+
+def test_a_keyed_request_stays_idempotent_when_its_partition_set_grows(tmp_path, daemons):
+    """The fingerprint covers the partition selection as requested (`all`), not as pinned, so
+    repeating the request after a new key appeared returns the run it made."""
+    dyn = '[partitions.customers]\nkind = "dynamic"\n'
+    d = daemons(write_project(tmp_path / "dyn", asset_toml("c", partitions="customers"), partitions=dyn))
+    d.ok("partitions", "add", "customers", "acme", "globex")
+    first = d.ok("run", "--select", "c", "--partitions", "all", "--run-key", "all-customers")
+    assert sorted(t["partition"] for t in first["tasks"]) == ["acme", "globex"]
+    d.ok("partitions", "add", "customers", "initech")
+    again = d.ok("run", "--select", "c", "--partitions", "all", "--run-key", "all-customers")
+    assert again["created"] is False and again["run_id"] == first["run_id"]
+    d.wait_run(first["run_id"])
