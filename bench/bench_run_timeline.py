@@ -3,7 +3,7 @@
 Usage: .venv/bin/python bench/bench_run_timeline.py TASKS_AT_A_TIME
 """
 
-import subprocess, sys, time, json, sqlite3, statistics
+import subprocess, sys, sqlite3, statistics
 from datetime import datetime
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 from common import daemon, ROOT

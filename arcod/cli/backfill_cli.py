@@ -4,25 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from arcod.cli.common import EXIT_OK, add_closure, follow_until_finished, positive, print_json
+from arcod.cli.common import EXIT_OK, add_closure, follow_until_finished, non_negative, positive, print_json, whole
 
 BACKFILL_STATES = ("RUNNING", "PAUSED", "CANCELING", "CANCELED", "SUCCEEDED", "FAILED")
 CHUNK_STATES = ("PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELED", "SKIPPED")
-
-
-def _whole(text: str) -> int:
-    """An int for options the daemon range-checks (so a bad value gets the daemon's message)."""
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-
-
-def _natural(text: str) -> int:
-    value = _whole(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
-    return value
 
 
 def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -35,8 +20,8 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
                    help="assets to backfill (repeat to OR several); all must share one partitions definition")
     add_closure(c)
     c.add_argument("--partitions", required=True, metavar="SEL", help="partition selection: A..B, a,b,c or all")
-    c.add_argument("--chunk-size", type=_whole, metavar="N", help="partitions per chunk run (default 10)")
-    c.add_argument("--max-concurrency", type=_whole, metavar="N",
+    c.add_argument("--chunk-size", type=whole, metavar="N", help="partitions per chunk run (default 10)")
+    c.add_argument("--max-concurrency", type=whole, metavar="N",
                    help="chunk runs of this backfill active at once (default 4)")
     c.add_argument("--newest-first", action="store_true", help="chunk from the newest partition backwards")
     c.add_argument("--reprocess", choices=("all", "missing", "failed"), default="all",
@@ -55,7 +40,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
         sp = bf.add_parser(name, parents=[common], help=f"a backfill's {what}")
         sp.add_argument("backfill_id", metavar="ID")
         sp.add_argument("--state", type=str.upper, choices=CHUNK_STATES, metavar="STATE")
-        sp.add_argument("--offset", type=_natural, default=0)
+        sp.add_argument("--offset", type=non_negative, default=0)
         sp.add_argument("--limit", type=positive, default=100)
 
     for action, what in (("pause", "start no new chunk runs; active ones finish"),
@@ -63,7 +48,7 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
                          ("cancel", "start no new chunk runs and cancel the active ones")):
         tp = bf.add_parser(action, parents=[common], help=what)
         tp.add_argument("backfill_id", metavar="ID")
-        tp.add_argument("--expect-version", type=_whole, metavar="N",
+        tp.add_argument("--expect-version", type=whole, metavar="N",
                         help="act only if the backfill is still at this state_version")
         tp.add_argument("--request-id", metavar="ID", help="repeating the same request id replays its answer")
 

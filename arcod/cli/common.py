@@ -9,27 +9,30 @@ from typing import Any
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
 
-def depth(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a depth (a whole number >= 1), got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a depth >= 1, got {value}")
-    return value
+def whole_number(minimum: int | None = None, noun: str = "a whole number"):
+    """An argparse type: an int, at least `minimum` when one is given. Without a minimum the
+    daemon range-checks the value, so its message (which knows the limits) is the one shown."""
+
+    def parse(text: str) -> int:
+        bound = "" if minimum is None else f" >= {minimum}"
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {noun}{bound}, got {text!r}") from None
+        if minimum is not None and value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {noun}{bound}, got {value}")
+        return value
+
+    return parse
+
+
+whole = whole_number()
+non_negative = whole_number(0)
+positive = whole_number(1)
+depth = whole_number(1, "a depth (a whole number)")
 
 
 RUN_STATES = ("QUEUED", "RUNNING", "CANCELING", "SUCCEEDED", "FAILED", "CANCELED")
-
-
-def positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
 
 
 def limit(text: str) -> int:

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from arcod.cli.common import EXIT_OK, positive, print_json
+from arcod.cli.common import EXIT_OK, non_negative, positive, print_json
 
 STATES = ("MATERIALIZED", "FAILED", "IN_PROGRESS", "MISSING")
 # Health bar marks and ANSI colours, by state (a bucket shows its worst partition).
@@ -28,16 +28,6 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
         pe = parts.add_parser(action, parents=[common], help=text)
         pe.add_argument("definition", metavar="DEF")
         pe.add_argument("keys", nargs="+", metavar="KEY")
-
-
-def non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
-    return value
 
 
 def _when(at: str | None) -> str:
