@@ -53,6 +53,14 @@ log = structlog.get_logger("arcod.dispatcher")
 DAEMON_RESTART = "daemon_restart"
 
 
+def announce_finished(out: Outcome, run_id: str, state: str, backfill_id: str | None) -> None:
+    """Tell the backfill controller a chunk run ended; it plans the next chunk on this event.
+    (Run history needs no message: the run row itself is the record.)"""
+    if backfill_id is not None:
+        out.send.append(("backfill", RunFinished(idem_key=f"run-finished:{run_id}", run_id=run_id,
+                                                 state=state, backfill_id=backfill_id)))
+
+
 class Dispatcher(Actor):
     name = "dispatcher"
     accepts = (RunQueued, DaemonStarted, CancelRun, AttemptFinished)
@@ -105,11 +113,7 @@ class Dispatcher(Actor):
                     out.after_commit.append(stop)
             else:
                 await tx.execute("UPDATE runs SET finished_at = ? WHERE run_id = ?", (now, msg.run_id))
-                finished = RunFinished(idem_key=f"run-finished:{msg.run_id}", run_id=msg.run_id,
-                                       state=str(new_state), backfill_id=row["backfill_id"])
-                out.send.append(("history", finished))
-                if row["backfill_id"] is not None:
-                    out.send.append(("backfill", finished))
+                announce_finished(out, msg.run_id, str(new_state), row["backfill_id"])
         return {"run_id": msg.run_id, "state": str(new_state), "changed": changed}
 
     async def _cancel_pending(self, tx: Transaction, run_id: str, now: str, out: Outcome) -> None:
@@ -237,11 +241,7 @@ class Dispatcher(Actor):
         await tx.execute("UPDATE runs SET state = ?, finished_at = ? WHERE run_id = ?",
                          (str(outcome), runs_store.now_iso(), run_id))
         self._plans.pop(run_id, None)
-        finished = RunFinished(idem_key=f"run-finished:{run_id}", run_id=run_id,
-                               state=str(outcome), backfill_id=row["backfill_id"])
-        out.send.append(("history", finished))
-        if row["backfill_id"] is not None:
-            out.send.append(("backfill", finished))
+        announce_finished(out, run_id, str(outcome), row["backfill_id"])
         log.info("run finished", run_id=run_id, state=str(outcome))
         return 1
 

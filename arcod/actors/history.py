@@ -19,18 +19,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from arcod.actors.run_messages import RunFinished, TaskChanged
+from arcod.actors.run_messages import TaskChanged
 from arcod.actors.runtime import Actor, Outcome
 from arcod.store.database import Transaction
 
 
 class HistoryIndexer(Actor):
     name = "history"
-    accepts = (TaskChanged, RunFinished)
+    accepts = (TaskChanged,)
 
     async def apply(self, tx: Transaction, msg: Any) -> Outcome:
-        if isinstance(msg, RunFinished):
-            return Outcome()
         if not isinstance(msg, TaskChanged):
             raise TypeError(f"history indexer cannot handle {type(msg).__name__}")
         if msg.state in ("SKIPPED", "CANCELED") and msg.attempt == 0:
