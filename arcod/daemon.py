@@ -93,15 +93,25 @@ class Daemon:
         uncommitted keys it reads), so the planner, which needs the writer to plan, can never
         see the old keys after the change commits; if the commit fails it is called again
         without `tx`, from the committed keys. The files are not re-read (that is `reload`)
-        and the code_version stays: dynamic keys are data, not definitions. The lock keeps two
-        concurrent refreshes from installing the older snapshot last.
+        and the code_version stays: dynamic keys are data, not definitions.
+        """
+        assert self.definitions is not None
+        await self._install_with_dynamic_keys(None, tx)
+
+    async def _install_with_dynamic_keys(self, defs: Definitions | None, tx=None) -> None:
+        """Install `defs` (or rebind the current definitions) with the stored dynamic keys.
+
+        Every install goes through one lock and reads the keys inside it, so neither two
+        concurrent `partitions add`s nor a reload racing one can install an older key snapshot
+        last. The lock is never held while waiting for the writer unless the caller already
+        holds it (`tx`), which is why a reload records its code_version before coming here.
         """
         import msgspec
 
         from arcod.core.partitions import bind_dynamic_keys
         from arcod.store import definitions_store, partitions_store
 
-        assert self.db is not None and self.definitions is not None
+        assert self.db is not None
         if self._dynamic_lock is None:
             self._dynamic_lock = anyio.Lock()
         async with self._dynamic_lock:
@@ -109,14 +119,19 @@ class Daemon:
                 keys = await definitions_store.dynamic_keys(self.db)
             else:
                 keys = await partitions_store.all_dynamic_keys(tx)
-            defs = self.definitions
-            partitions = {name: bind_dynamic_keys(d, keys) for name, d in defs.partitions.items()}
-            self.definitions = msgspec.structs.replace(defs, partitions=partitions)
+            base = defs if defs is not None else self.definitions
+            partitions = {name: bind_dynamic_keys(d, keys) for name, d in base.partitions.items()}
+            self.definitions = msgspec.structs.replace(base, partitions=partitions)
 
     async def reload(self) -> dict:
-        """Swap in new definitions; on error the old ones stay and the error is returned."""
+        """Swap in new definitions; on error the old ones stay and the error is returned.
+
+        The files are read with the keys committed at that moment, but a `partitions add`
+        may commit while they are parsed; the install re-reads the keys under the lock so the
+        new definitions never lose a key that was already acknowledged.
+        """
         previous = self.definitions.code_version if self.definitions else None
-        self.definitions = await self.load_definitions()
+        await self._install_with_dynamic_keys(await self.load_definitions())
         self.reloads += 1
         changed = previous != self.definitions.code_version
         log.info("definitions reloaded", code_version=self.definitions.code_version, changed=changed)

@@ -1,0 +1,86 @@
+"""The daemon's own state: the current definitions, swapped by reloads and dynamic-key changes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+import arcod.daemon
+from arcod.config import load_settings
+from arcod.daemon import Daemon
+from arcod.store import partitions_store
+from arcod.store.database import open_database
+
+pytestmark = pytest.mark.anyio
+
+ASSETS = '''
+[partitions.shops]
+kind = "dynamic"
+
+[assets.report]
+partitions = "shops"
+command = ["true"]
+'''
+
+
+def project(root: Path) -> Path:
+    (root / "arcod.toml").write_text('state_dir = ".arcod"\ndefinitions = ["assets.toml"]\n')
+    (root / "assets.toml").write_text(ASSETS)
+    return root / "arcod.toml"
+
+
+async def add_shop(daemon: Daemon, key: str) -> None:
+    """What `arcod partitions add` does: store the key and rebind inside one write transaction."""
+    async with daemon.db.transaction() as tx:
+        await partitions_store.add_keys(tx, "shops", [key])
+        await daemon.refresh_dynamic_keys(tx)
+
+
+def shop_keys(daemon: Daemon) -> list[str]:
+    return list(daemon.definitions.partitions["shops"].keys)
+
+
+async def test_a_key_added_while_a_reload_parses_the_files_survives_the_reload(tmp_path, monkeypatch):
+    settings = load_settings(project(tmp_path))
+    settings.state_dir.mkdir()
+    daemon = Daemon(settings)
+    async with open_database(settings.db_path) as db:
+        daemon.db = db
+        daemon.definitions = await daemon.load_definitions()
+        await add_shop(daemon, "berlin")
+
+        parse = arcod.daemon.load_definitions
+
+        def parse_while_a_key_is_added(settings, keys):
+            # The reload has read the stored keys (berlin only); `partitions add lisbon` commits
+            # and is acknowledged before the parse ends.
+            assert dict(keys) == {"shops": ["berlin"]}
+            anyio.from_thread.run(add_shop, daemon, "lisbon")
+            return parse(settings, keys)
+
+        monkeypatch.setattr(arcod.daemon, "load_definitions", parse_while_a_key_is_added)
+        await daemon.reload()
+
+        assert shop_keys(daemon) == ["berlin", "lisbon"]
+
+
+async def test_a_reload_picks_up_changed_files_and_keeps_the_stored_keys(tmp_path):
+    config = project(tmp_path)
+    settings = load_settings(config)
+    settings.state_dir.mkdir()
+    daemon = Daemon(settings)
+    async with open_database(settings.db_path) as db:
+        daemon.db = db
+        daemon.definitions = await daemon.load_definitions()
+        await add_shop(daemon, "berlin")
+        before = daemon.definitions.code_version
+
+        (tmp_path / "assets.toml").write_text(ASSETS + '\n[assets.summary]\ndeps = ["report"]\n'
+                                              'partitions = "shops"\ncommand = ["true"]\n')
+        result = await daemon.reload()
+
+        assert result["changed"] and result["previous_code_version"] == before
+        assert set(daemon.definitions.assets) == {"report", "summary"}
+        assert shop_keys(daemon) == ["berlin"]
