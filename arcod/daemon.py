@@ -61,6 +61,9 @@ def prepare_state_dir(state_dir: Path) -> None:
     os.chmod(state_dir, 0o700)
 
 
+CPU_WORKERS = 4
+
+
 class Daemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -75,6 +78,16 @@ class Daemon:
         self.server: ControlServer | None = None
         self.failpoint_names: list[str] = []
         self._dynamic_lock: anyio.Lock | None = None  # created on first use, inside the loop
+        self._cpu_limiter: anyio.CapacityLimiter | None = None
+
+    def cpu_limiter(self) -> anyio.CapacityLimiter:
+        """The worker threads that request handlers may hand CPU-heavy pure work to (placing
+        100,000 status rows, counting a backfill's history). Off the event loop, so other
+        clients and the actors are served meanwhile; few, since the GIL gives more threads no
+        more speed, only more memory held at once."""
+        if self._cpu_limiter is None:
+            self._cpu_limiter = anyio.CapacityLimiter(CPU_WORKERS)
+        return self._cpu_limiter
 
     async def load_definitions(self) -> Definitions:
         """Read the definition files; the stored dynamic partition keys complete them."""

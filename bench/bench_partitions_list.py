@@ -14,12 +14,15 @@ from __future__ import annotations
 import sqlite3
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from arcod.control import protocol as p  # noqa: E402
+from arcod.control.client import Client  # noqa: E402
 from arcod.core.partitions import parse_definition  # noqa: E402
 from tests.e2e.harness import Daemon, asset_toml, write_project  # noqa: E402
 
@@ -42,6 +45,32 @@ def timed(d: Daemon, *args: str, repeats: int = 5) -> float:
         assert r.code == 0, r.stderr
         best = elapsed if best is None else min(best, elapsed)
     return best * 1000
+
+
+def status_during(d: Daemon, *args: str) -> tuple[float, list[float]]:
+    """Run one CLI command while another client sends `status` back to back: the command's
+    wall clock, and the latencies (ms) of the status requests answered meanwhile (does one
+    heavy request starve the others?)."""
+    done = threading.Event()
+    took: list[float] = []
+
+    def heavy() -> None:
+        begin = time.perf_counter()
+        r = d.cli(*args, timeout=120)
+        took.append(time.perf_counter() - begin)
+        assert r.code == 0, r.stderr
+        done.set()
+
+    latencies: list[float] = []
+    with Client(d.socket, timeout=60) as c:
+        worker = threading.Thread(target=heavy)
+        worker.start()
+        while not done.is_set():
+            begin = time.perf_counter()
+            c.call(p.Status())
+            latencies.append((time.perf_counter() - begin) * 1000)
+        worker.join()
+    return took[0] * 1000, latencies
 
 
 def report(d: Daemon, label: str) -> None:
@@ -76,6 +105,11 @@ def main() -> None:
                     " last_attempt_run, last_attempt_state, last_attempt_at) VALUES ('h', ?, 'r-bench', ?, 'r-bench',"
                     " 'SUCCEEDED', ?) ON CONFLICT DO NOTHING", [(k, now, now) for k in keys])
             db.close()
+            # The first listing after the rows appear places 100,000 keys (the memo is cold).
+            took, lat = status_during(d, "partitions", "list", "h")
+            lat.sort()
+            print(f"\nfirst `partitions list h` over 100,000 rows: {took:.0f} ms; meanwhile {len(lat)} `status` "
+                  f"requests, p50 {lat[len(lat) // 2]:.1f} ms, max {lat[-1]:.1f} ms")
             report(d, f"{N:,} partitions, every one with a status row")
         finally:
             d.stop()

@@ -24,13 +24,18 @@ Also here, all pure:
 from __future__ import annotations
 
 import enum
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
 
 import msgspec
 
 from arcod.core.backfill_state import BackfillEvent, BackfillState
 from arcod.core.partition_status import FAILED, IN_PROGRESS, MATERIALIZED, MISSING
 from arcod.core.partition_status import STATES as STATUSES
+from arcod.core.partition_status import partition_state
+from arcod.core.partitions import selector_contains
 from arcod.core.plan import Plan, PlanTask
 from arcod.core.task_state import TaskState
 
@@ -211,6 +216,26 @@ def reprocess_decision(mode: Reprocess | str, status: str) -> ReprocessDecision:
         return _REASONS[(Reprocess(mode), status)]
     except KeyError:
         raise ValueError(f"unknown partition status {status!r}; expected one of {', '.join(STATUSES)}") from None
+
+
+def skipped_by_history(mode: Reprocess | str, selector: Any, defn: Any, assets: Sequence[str],
+                       rows: Mapping[tuple[str, str], Any], as_of: datetime) -> tuple[Counter[str], int]:
+    """What `--reprocess mode` leaves out of a selection, from the status rows of its assets
+    (`(asset, partition) -> StatusRow`, every partition that ever ran): the skipped
+    (asset, partition) pairs counted by reason, and how many partitions have all of their
+    assets skipped. Partitions without a row are MISSING, which every mode takes, so the
+    cost is the history, never the selection.
+    """
+    skipped: Counter[str] = Counter()
+    per_partition: Counter[str] = Counter()
+    for (_, partition), row in rows.items():
+        if not selector_contains(selector, defn, partition, as_of):
+            continue
+        decision = reprocess_decision(mode, partition_state(row))
+        if not decision.take:
+            skipped[decision.reason] += 1
+            per_partition[partition] += 1
+    return skipped, sum(1 for n in per_partition.values() if n == len(assets))
 
 
 # -- outcomes ----------------------------------------------------------------------------------

@@ -27,9 +27,9 @@ from arcod.core.backfill_chunks import (
     positions_slice,
 )
 from arcod.core.backfill_request import describe_target
-from arcod.core.partition_status import StatusRow
 from arcod.core.partitions import AnyPartitionsDefinition, PartitionSelector, format_selector, selector_slice
 from arcod.store.database import Database, Transaction
+from arcod.store.partitions_store import shape_rows, status_row
 from arcod.store.runs import now_iso
 
 definition_decoder = msgspec.json.Decoder(AnyPartitionsDefinition)
@@ -380,9 +380,6 @@ async def status_rows_for(reader: Database | Transaction, assets: Sequence[str],
             rows = await fetch_all(
                 f"SELECT {cols} FROM partition_status WHERE asset IN ({asset_marks})"
                 f" AND partition IN ({','.join('?' * len(batch))})", (*assets, *batch))
-        for r in rows:
-            out[(r["asset"], r["partition"])] = StatusRow(
-                partition=r["partition"], last_materialized_run=r["last_materialized_run"],
-                last_materialized_at=r["last_materialized_at"], last_attempt_run=r["last_attempt_run"],
-                last_attempt_state=r["last_attempt_state"], last_attempt_at=r["last_attempt_at"])
+        for asset, row in await shape_rows(rows, lambda r: (r["asset"], status_row(r))):
+            out[(asset, row.partition)] = row
     return out

@@ -8,9 +8,10 @@ instead of failing at once.
 There is exactly one writer connection. Every write is a `transaction()`: an `anyio.Lock`
 serialises them inside the process, and `BEGIN IMMEDIATE` takes SQLite's write lock up front,
 so a transaction never discovers half-way through that it cannot commit. Reads outside a
-transaction use a separate read-only connection: under WAL they see the last committed state
-and never queue behind the writer lock. Reads inside a transaction go through the writer, so a
-transaction sees its own writes.
+transaction use a few read-only connections: under WAL they see the last committed state and
+never queue behind the writer lock, and a long read (100,000 status rows) does not hold up the
+short ones behind it. Reads inside a transaction go through the writer, so a transaction sees
+its own writes.
 
 The same SQL runs on both anyio backends. On asyncio the connections are aiosqlite's. On trio
 (where aiosqlite cannot run) each connection is a plain `sqlite3.Connection` confined to one
@@ -43,6 +44,7 @@ T = TypeVar("T")
 
 DEFAULT_BUSY_TIMEOUT = 5.0  # seconds a write waits for another process's write lock
 WAL_SIZE_LIMIT = 16 << 20  # bytes the WAL file is truncated to after a checkpoint, at most
+READERS = 3  # read-only connections; each is a thread (aiosqlite's, or our own on trio)
 
 
 class StorageError(Exception):
@@ -111,30 +113,35 @@ class Database:
         self.path = path
         self.busy_timeout = busy_timeout
         self._writer = writer
-        self._reader: _Connection | None = None  # set once migrations have run
+        self._idle_readers: list[_Connection] = []  # filled once migrations have run
+        self._reader_slots: anyio.Semaphore | None = None
         self._write_lock = anyio.Lock()
 
     async def read_all(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
         """Rows of a query against the last committed state; never waits for writers."""
-        try:
-            return await self._read_connection().fetch_all(sql, params)
-        except sqlite3.OperationalError as exc:
-            if _is_busy(exc):
-                raise self._busy_error() from exc
-            raise
+        return await self._read(lambda conn: conn.fetch_all(sql, params))
 
     async def read_one(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
-        try:
-            return await self._read_connection().fetch_one(sql, params)
-        except sqlite3.OperationalError as exc:
-            if _is_busy(exc):
-                raise self._busy_error() from exc
-            raise
+        return await self._read(lambda conn: conn.fetch_one(sql, params))
 
-    def _read_connection(self) -> _Connection:
-        if self._reader is None:
+    async def _read(self, query: Callable[[_Connection], Any]) -> Any:
+        """Run `query` on an idle reader connection (waiting for one if all are busy).
+
+        A connection goes back to the idle list even if the caller is cancelled mid-query:
+        work already handed to it still runs, in order, before the next caller's.
+        """
+        if self._reader_slots is None:
             raise RuntimeError("the database is not open for reading (closed, or still migrating)")
-        return self._reader
+        async with self._reader_slots:
+            conn = self._idle_readers.pop()
+            try:
+                return await query(conn)
+            except sqlite3.OperationalError as exc:
+                if _is_busy(exc):
+                    raise self._busy_error() from exc
+                raise
+            finally:
+                self._idle_readers.append(conn)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
@@ -237,19 +244,24 @@ async def open_database(
         await _configure_writer(writer, path, busy_timeout)
         db = Database(path, writer, busy_timeout=busy_timeout)
         await _migrate(db, migrations)
-        reader = await connect(
-            path.resolve().as_uri() + "?mode=ro",
-            uri=True,
-            busy_timeout=busy_timeout,
-            label=f"arcod-sqlite-reader:{path.name}",
-        )
+        readers: list[_Connection] = []
         try:
-            db._reader = reader
+            for i in range(READERS):
+                readers.append(await connect(
+                    path.resolve().as_uri() + "?mode=ro",
+                    uri=True,
+                    busy_timeout=busy_timeout,
+                    label=f"arcod-sqlite-reader-{i}:{path.name}",
+                ))
+            db._idle_readers = list(readers)
+            db._reader_slots = anyio.Semaphore(len(readers))
             yield db
         finally:
-            db._reader = None
+            db._reader_slots = None
+            db._idle_readers = []
             with anyio.CancelScope(shield=True):
-                await reader.close()
+                for reader in readers:
+                    await reader.close()
     finally:
         with anyio.CancelScope(shield=True):
             await writer.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 from datetime import datetime, timedelta, timezone
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -31,6 +32,7 @@ from arcod.core.backfill_chunks import (
     progress,
     reprocess_decision,
     retry_layout,
+    skipped_by_history,
     sub_plan,
 )
 from arcod.core.backfill_request import MAX_CHUNK_TASKS, prepare_backfill
@@ -38,7 +40,7 @@ from arcod.core.backfill_state import BackfillEvent, BackfillState
 from arcod.core.definitions import build_definitions
 from arcod.core.errors import ArcodError
 from arcod.core.graph import AssetGraph
-from arcod.core.partition_status import FAILED, IN_PROGRESS, MATERIALIZED, MISSING, STATES
+from arcod.core.partition_status import FAILED, IN_PROGRESS, MATERIALIZED, MISSING, STATES, StatusRow, partition_state
 from arcod.core.partitions import (
     AllSelector,
     KeysSelector,
@@ -251,6 +253,42 @@ def test_reprocess_refuses_an_unknown_status_or_mode():
         reprocess_decision("missing", "GONE")
     with pytest.raises(ValueError):
         reprocess_decision("sometimes", MISSING)
+
+
+ROW_OF_STATE = {
+    MATERIALIZED: StatusRow(partition="", last_materialized_at="t", last_attempt_state="SUCCEEDED"),
+    FAILED: StatusRow(partition="", last_materialized_at="t", last_attempt_state="FAILED"),
+    IN_PROGRESS: StatusRow(partition="", last_attempt_state="RUNNING"),
+    MISSING: StatusRow(partition="", last_attempt_state="CANCELED"),  # ran, never materialised
+}
+
+
+@settings(max_examples=150, deadline=None)
+@given(sel=selections(), mode=st.sampled_from([str(m) for m in Reprocess]), data=st.data())
+def test_skipped_by_history_agrees_with_deciding_every_selected_pair(sel, mode, data):
+    """Counting from the history rows alone (some outside the selection) gives what deciding
+    every (asset, selected partition) pair one by one gives, rows missing meaning MISSING."""
+    defn, selector = sel
+    assets = ["a", "b"]
+    every_key = defn.key_range(0, defn.size(None))
+    rows = {}
+    for key in data.draw(st.lists(st.sampled_from(every_key), max_size=30, unique=True)):
+        for asset in data.draw(st.lists(st.sampled_from(assets), min_size=1, max_size=2, unique=True)):
+            state = data.draw(st.sampled_from(sorted(ROW_OF_STATE)))
+            rows[(asset, key)] = msgspec.structs.replace(ROW_OF_STATE[state], partition=key)
+    expected_reasons: dict[str, int] = {}
+    expected_partitions = 0
+    for key in every_key:
+        if not selector_contains(selector, defn, key, NOW):
+            continue
+        skipped = [reprocess_decision(mode, partition_state(rows.get((asset, key)))) for asset in assets]
+        for decision in skipped:
+            if not decision.take:
+                expected_reasons[decision.reason] = expected_reasons.get(decision.reason, 0) + 1
+        expected_partitions += all(not d.take for d in skipped)
+    reasons, partitions = skipped_by_history(mode, selector, defn, assets, rows, NOW)
+    assert dict(reasons) == expected_reasons
+    assert partitions == expected_partitions
 
 
 # -- outcomes and completion -------------------------------------------------------------------------

@@ -164,6 +164,45 @@ async def test_readers_see_committed_data_only_and_never_wait_for_the_writer(tmp
         assert await names(db) == ["a"]
 
 
+async def test_a_long_read_does_not_hold_up_short_reads(tmp_path: Path) -> None:
+    """Reads share a few connections: a client listing 100,000 rows must not make every
+    `status` behind it wait. Order, not time, is asserted: the short reads, started after
+    the long one, finish before it; and a burst of more reads than connections all finish."""
+    long_query = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000)"
+                  " SELECT count(*) FROM c")
+    async with open_database(tmp_path / "a.db") as db:
+        await create_items(db)
+        finished: list[str] = []
+        started = anyio.Event()
+
+        async def long_read() -> None:
+            started.set()
+            assert (await db.read_one(long_query))[0] == 1_000_000
+            finished.append("long")
+
+        async def short_reads() -> None:
+            await started.wait()
+            await anyio.sleep(0.01)  # the long query is on its connection by now
+            for _ in range(5):
+                assert await names(db) == []
+            finished.append("short")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(long_read)
+            tg.start_soon(short_reads)
+        assert finished == ["short", "long"]
+
+        results: list[int] = []
+
+        async def count() -> None:
+            results.append((await db.read_one("SELECT count(*) FROM items"))[0])
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(20):
+                tg.start_soon(count)
+        assert results == [0] * 20
+
+
 async def test_writes_go_only_through_transactions(tmp_path: Path) -> None:
     async with open_database(tmp_path / "a.db") as db:
         await create_items(db)
