@@ -3,10 +3,16 @@
 It owns the run and task rows after planning. Every message it applies (a run was queued, an
 attempt finished, a cancel was asked) ends with one dispatch pass in the same transaction:
 1. admit QUEUED runs, oldest first, while fewer than `max_concurrent_runs` are RUNNING;
-2. for each RUNNING run, start its ready tasks (core `ready_tasks`) up to
-   `max_tasks_per_run`, except a task whose (asset, partition) is being materialised by
-   another run: that one waits, and `waiting_for` names the run it waits for;
-3. finish runs whose tasks are all terminal (core `run_outcome`).
+2. for each RUNNING run, start its ready tasks up to `max_tasks_per_run`, except a task whose
+   (asset, partition) is being materialised by another run: that one waits, and
+   `waiting_for` names the run it waits for;
+3. finish runs whose tasks are all terminal.
+Ready tasks, outcomes and skips come from one core `RunProgress` per active run, kept in
+memory so a message costs what it changes, not the size of its run. The memory copy is
+trusted only while its version equals the run's stored `tasks_version`, checked once per
+transaction: every transaction that changes task states moves that number with them, so a
+transaction that rolled back (or another daemon's) leaves a copy that no longer matches and
+is read again from the tasks table.
 Starting a task means inserting its attempt row (SCHEDULED) and sending `LaunchAttempt` to
 the executor; the executor turns it into a process. Attempt numbers are part of the message
 key, so no attempt is ever started twice.
@@ -42,8 +48,9 @@ from arcod.core.errors import ArcodError
 from arcod.core.paths import attempt_log_path
 from arcod.core.plan import Plan
 from arcod.core.retry import delay_before_attempt
-from arcod.core.run_state import RunState, request_cancel, run_outcome
-from arcod.core.task_state import TaskState, ready_tasks, tasks_to_skip
+from arcod.core.run_progress import RunProgress
+from arcod.core.run_state import RunState, request_cancel
+from arcod.core.task_state import TaskState
 from arcod.store import runs as runs_store
 from arcod.store.database import Transaction
 from arcod.store.definitions_store import AssetsByCodeVersion
@@ -61,6 +68,17 @@ def announce_finished(out: Outcome, run_id: str, state: str, backfill_id: str | 
                                                  state=state, backfill_id=backfill_id)))
 
 
+class _Held:
+    """A run's progress, and the transactions that last checked it and last moved its version."""
+
+    __slots__ = ("progress", "checked_in", "moved_in")
+
+    def __init__(self, progress: RunProgress) -> None:
+        self.progress = progress
+        self.checked_in: Transaction | None = None
+        self.moved_in: Transaction | None = None
+
+
 class Dispatcher(Actor):
     name = "dispatcher"
     accepts = (RunQueued, DaemonStarted, CancelRun, AttemptFinished)
@@ -72,7 +90,7 @@ class Dispatcher(Actor):
         self.logs_dir = logs_dir
         self.cancel_attempts = cancel_attempts  # callable(run_id) -> None, set by the executor
         self.draining = False  # set on shutdown: admit no run and start no task until the next start
-        self._plans: dict[str, Plan] = {}
+        self._runs: dict[str, _Held] = {}  # active runs' progress, see the module docstring
         self._assets = AssetsByCodeVersion()
 
     # ── message handling ────────────────────────────────────────────────────
@@ -117,9 +135,12 @@ class Dispatcher(Actor):
         return {"run_id": msg.run_id, "state": str(new_state), "changed": changed}
 
     async def _cancel_pending(self, tx: Transaction, run_id: str, now: str, out: Outcome) -> None:
+        progress = await self._progress(tx, run_id)  # before the write: it names what changes
+        pending = [tid for tid, state in progress.states().items() if state == TaskState.PENDING]
         await tx.execute(
             "UPDATE tasks SET state = 'CANCELED', finished_at = ? WHERE run_id = ? AND state = 'PENDING'",
             (now, run_id))
+        await self._record(tx, run_id, dict.fromkeys(pending, TaskState.CANCELED))
 
     async def _attempt_finished(self, tx: Transaction, msg: AttemptFinished, out: Outcome) -> None:
         attempt = await tx.fetch_one(
@@ -153,19 +174,19 @@ class Dispatcher(Actor):
             await self._schedule_attempt(tx, msg.run_id, msg.task_id, msg.attempt + 1, asset, partition, delay, out)
             return
         await self._finish_task(tx, msg.run_id, msg.task_id, TaskState.FAILED, msg.finished_at, msg.attempt, asset, partition, out)
-        plan = await self._plan(tx, msg.run_id)
-        states = await self._task_states(tx, msg.run_id)
-        skips = tasks_to_skip(plan, states, msg.task_id)
+        skips = (await self._progress(tx, msg.run_id)).to_skip(msg.task_id)
         if skips:
             await tx.executemany(
                 "UPDATE tasks SET state = 'SKIPPED', skipped_because = ?, finished_at = ? WHERE run_id = ? AND task_id = ?",
                 [(cause, msg.finished_at, msg.run_id, tid) for tid, cause in skips.items()])
+            await self._record(tx, msg.run_id, dict.fromkeys(skips, TaskState.SKIPPED))
 
     async def _finish_task(self, tx: Transaction, run_id: str, task_id: str, state: TaskState, at: str,
                            attempt: int, asset: str, partition: str | None, out: Outcome) -> None:
         await tx.execute(
             "UPDATE tasks SET state = ?, finished_at = ?, waiting_for = NULL WHERE run_id = ? AND task_id = ?",
             (str(state), at, run_id, task_id))
+        await self._record(tx, run_id, {task_id: state})
         out.send.append(("history", TaskChanged(
             idem_key=f"task:{run_id}:{task_id}:{state}", run_id=run_id, task_id=task_id, asset=asset,
             partition=partition, state=str(state), attempt=attempt, at=at)))
@@ -229,60 +250,94 @@ class Dispatcher(Actor):
 
     async def _advance(self, tx: Transaction, run_id: str, busy: dict, out: Outcome) -> int:
         """Start what is ready in one run and finish it if it is done; 1 if it finished."""
-        row = await tx.fetch_one("SELECT state, backfill_id FROM runs WHERE run_id = ?", (run_id,))
+        row = await tx.fetch_one("SELECT state, backfill_id, tasks_version FROM runs WHERE run_id = ?", (run_id,))
         if row is None or row["state"] not in (RunState.RUNNING, RunState.CANCELING):
+            self._runs.pop(run_id, None)
             return 0
-        states = await self._task_states(tx, run_id)
+        progress = await self._progress(tx, run_id, row["tasks_version"])
         if row["state"] == RunState.RUNNING and not self.draining:
-            await self._start_ready(tx, run_id, states, busy, out)
-        outcome = run_outcome(states.values(), canceling=row["state"] == RunState.CANCELING)
+            await self._start_ready(tx, run_id, progress, busy, out)
+        outcome = progress.outcome(canceling=row["state"] == RunState.CANCELING)
         if outcome is None:
             return 0
         await tx.execute("UPDATE runs SET state = ?, finished_at = ? WHERE run_id = ?",
                          (str(outcome), runs_store.now_iso(), run_id))
-        self._plans.pop(run_id, None)
+        self._runs.pop(run_id, None)
         announce_finished(out, run_id, str(outcome), row["backfill_id"])
         log.info("run finished", run_id=run_id, state=str(outcome))
         return 1
 
-    async def _start_ready(self, tx: Transaction, run_id: str, states: dict[str, str], busy: dict,
+    async def _start_ready(self, tx: Transaction, run_id: str, progress: RunProgress, busy: dict,
                            out: Outcome) -> None:
-        """Start ready tasks up to the run's parallelism; `states` is updated in place."""
-        active = sum(1 for s in states.values() if s == TaskState.RUNNING)
-        if active >= self.max_tasks_per_run:
-            return
-        plan = await self._plan(tx, run_id)
-        by_id = {t.task_id: t for t in plan.tasks}
+        """Start ready tasks, in plan order, up to the run's parallelism."""
         now = runs_store.now_iso()
-        for task_id in ready_tasks(plan, states):
-            if active >= self.max_tasks_per_run:
-                break
-            task = by_id[task_id]
-            holder = busy.get((task.asset, task.partition))
-            if holder is not None and holder != run_id:
-                await tx.execute("UPDATE tasks SET waiting_for = ? WHERE run_id = ? AND task_id = ?",
-                                 (holder, run_id, task_id))
-                continue
-            await tx.execute(
-                "UPDATE tasks SET state = 'RUNNING', started_at = ?, waiting_for = NULL, attempts = 1"
-                " WHERE run_id = ? AND task_id = ?",
-                (now, run_id, task_id))
-            states[task_id] = TaskState.RUNNING
-            busy[(task.asset, task.partition)] = run_id
-            active += 1
-            await self._schedule_attempt(tx, run_id, task_id, 1, task.asset, task.partition, 0.0, out)
-            out.send.append(("history", TaskChanged(
-                idem_key=f"task:{run_id}:{task_id}:RUNNING", run_id=run_id, task_id=task_id, asset=task.asset,
-                partition=task.partition, state="RUNNING", attempt=1, at=now)))
+        waiting: set[str] = set()  # ready, but their partition is another run's for now
+        while (slots := self.max_tasks_per_run - progress.counts[TaskState.RUNNING]) > 0:
+            candidates = progress.ready(slots, exclude=waiting)
+            if not candidates:
+                return
+            for task_id in candidates:
+                task = progress.task(task_id)
+                holder = busy.get((task.asset, task.partition))
+                if holder is not None and holder != run_id:
+                    await tx.execute("UPDATE tasks SET waiting_for = ? WHERE run_id = ? AND task_id = ?",
+                                     (holder, run_id, task_id))
+                    waiting.add(task_id)
+                    continue
+                await self._start_task(tx, run_id, task_id, task.asset, task.partition, now, out)
+                busy[(task.asset, task.partition)] = run_id
 
-    # ── cached immutable inputs ─────────────────────────────────────────────
+    async def _start_task(self, tx: Transaction, run_id: str, task_id: str, asset: str, partition: str | None,
+                          now: str, out: Outcome) -> None:
+        await tx.execute(
+            "UPDATE tasks SET state = 'RUNNING', started_at = ?, waiting_for = NULL, attempts = 1"
+            " WHERE run_id = ? AND task_id = ?",
+            (now, run_id, task_id))
+        await self._record(tx, run_id, {task_id: TaskState.RUNNING})
+        await self._schedule_attempt(tx, run_id, task_id, 1, asset, partition, 0.0, out)
+        out.send.append(("history", TaskChanged(
+            idem_key=f"task:{run_id}:{task_id}:RUNNING", run_id=run_id, task_id=task_id, asset=asset,
+            partition=partition, state="RUNNING", attempt=1, at=now)))
+
+    # ── each active run's progress ──────────────────────────────────────────
+
+    async def _progress(self, tx: Transaction, run_id: str, stored_version: int | None = None) -> RunProgress:
+        """The run's progress, checked against its stored `tasks_version` once per transaction
+        (`stored_version`: the caller already read it) and read again if they differ."""
+        held = self._runs.get(run_id)
+        if held is not None and held.checked_in is tx:
+            return held.progress
+        if stored_version is None:
+            row = await tx.fetch_one("SELECT tasks_version FROM runs WHERE run_id = ?", (run_id,))
+            stored_version = row["tasks_version"]
+        if held is None or held.progress.version != stored_version:
+            plan = held.progress.plan if held is not None else await self._plan(tx, run_id)
+            held = self._runs[run_id] = _Held(RunProgress(plan, await self._task_states(tx, run_id), stored_version))
+        held.checked_in = tx
+        return held.progress
+
+    async def _record(self, tx: Transaction, run_id: str, changes: dict[str, TaskState]) -> None:
+        """Mirror task state changes just written to the tasks table; the first change of a
+        run in a transaction also moves its stored `tasks_version` (see the module docstring).
+
+        The version moves even if the progress was read again after the write (and so already
+        shows it): were the transaction to roll back, the copy would then show a change the
+        table does not have, and only a version the table does not have either gives it away.
+        """
+        if not changes:
+            return
+        progress = await self._progress(tx, run_id)
+        held = self._runs[run_id]
+        for task_id, state in changes.items():
+            progress.set(task_id, state)
+        if held.moved_in is not tx:
+            progress.version += 1
+            held.moved_in = tx
+            await tx.execute("UPDATE runs SET tasks_version = ? WHERE run_id = ?", (progress.version, run_id))
 
     async def _plan(self, tx: Transaction, run_id: str) -> Plan:
-        plan = self._plans.get(run_id)
-        if plan is None:
-            row = await tx.fetch_one("SELECT plan FROM runs WHERE run_id = ?", (run_id,))
-            plan = self._plans[run_id] = runs_store.plan_decoder.decode(row["plan"])
-        return plan
+        row = await tx.fetch_one("SELECT plan FROM runs WHERE run_id = ?", (run_id,))
+        return runs_store.plan_decoder.decode(row["plan"])
 
     async def _task_states(self, tx: Transaction, run_id: str) -> dict[str, str]:
         rows = await tx.fetch_all("SELECT task_id, state FROM tasks WHERE run_id = ?", (run_id,))

@@ -235,9 +235,17 @@ CREATE TABLE run_key_tombstones (
 );
 """
 
+# Migration 5: a run's task states change only through the dispatcher, which keeps them in
+# memory with what follows from them (core `RunProgress`); every transaction that changes them
+# also moves this number, so the memory copy is trusted only while it names the stored state.
+_TASKS_VERSION = """
+ALTER TABLE runs ADD COLUMN tasks_version INTEGER NOT NULL DEFAULT 0;
+"""
+
 MIGRATIONS: list[str] = [
     _ACTOR_RUNTIME,
     _RUNS,
     _BACKFILLS,
     _RUN_KEY_TOMBSTONES,
+    _TASKS_VERSION,
 ]
