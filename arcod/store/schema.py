@@ -238,8 +238,11 @@ CREATE TABLE run_key_tombstones (
 # Migration 5: a run's task states change only through the dispatcher, which keeps them in
 # memory with what follows from them (core `RunProgress`); every transaction that changes them
 # also moves this number, so the memory copy is trusted only while it names the stored state.
+# The dispatcher also looks for tasks waiting for another run's partition on every message:
+# the partial index keeps that to the waiting tasks, not every task of every running run.
 _TASKS_VERSION = """
 ALTER TABLE runs ADD COLUMN tasks_version INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX tasks_waiting ON tasks (run_id) WHERE waiting_for IS NOT NULL;
 """
 
 MIGRATIONS: list[str] = [
