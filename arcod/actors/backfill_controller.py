@@ -53,6 +53,7 @@ from arcod.core.backfill_chunks import (
     completion_event,
     failed_partitions,
     partition_outcome,
+    partitions_to_retry,
     reprocess_decision,
     retry_layout,
     sub_plan,
@@ -61,10 +62,11 @@ from arcod.core.backfill_request import REQUEST_ID_CONFLICT, check_request_id, p
 from arcod.core.backfill_state import (
     BACKFILL_INITIAL_STATE,
     BACKFILL_INITIAL_VERSION,
-    RETRYABLE_BACKFILL_STATES,
     BackfillEvent,
     BackfillState,
     apply_backfill_event,
+    backfill_not_found,
+    check_retry_failed,
     decide_transition,
     is_finished,
 )
@@ -101,8 +103,13 @@ def plan_key(bf: Backfill) -> str:
 
 
 def not_found(backfill_id: str) -> ArcodError:
-    return ArcodError(errors.NOT_FOUND, f"no backfill {backfill_id!r}; see `arcod backfill list`",
-                      {"what": "backfill", "id": backfill_id})
+    return backfill_not_found(backfill_id)
+
+
+def retry_left(bf: Backfill) -> int:
+    """What retry-failed would take from `bf` (meaningful once it is finished)."""
+    return partitions_to_retry(bf.partitions_total, bf.partitions_planned, bf.partitions_failed,
+                               bf.partitions_canceled)
 
 
 class BackfillController(Actor):
@@ -292,7 +299,8 @@ class BackfillController(Actor):
         if bf is None:
             raise not_found(msg.backfill_id)
         previous = bf.state
-        decision = decide_transition(bf.state, bf.state_version, msg.action, msg.expect_version)
+        decision = decide_transition(bf.state, bf.state_version, msg.action, msg.expect_version,
+                                     retryable=retry_left(bf) > 0 if is_finished(bf.state) else None)
         if decision.changed:
             await self._move(tx, bf, decision.new_state, msg.request_id or msg.idem_key, f"{msg.action} requested")
             if bf.state == BackfillState.CANCELING:
@@ -312,14 +320,7 @@ class BackfillController(Actor):
         parent = await store.get_backfill(tx, msg.backfill_id)
         if parent is None:
             raise not_found(msg.backfill_id)
-        if BackfillState(parent.state) not in RETRYABLE_BACKFILL_STATES:
-            raise ArcodError(
-                errors.INVALID_TRANSITION,
-                f"backfill {parent.backfill_id} is {parent.state}; retry-failed takes a FAILED or CANCELED "
-                "backfill (pause or cancel it first, or wait for it to finish)",
-                {"backfill_id": parent.backfill_id, "state": parent.state,
-                 "allowed": sorted(str(s) for s in RETRYABLE_BACKFILL_STATES)},
-            )
+        check_retry_failed(parent.backfill_id, parent.state, retry_left(parent))
         request_key = f"retry:{parent.backfill_id}:{msg.request_id or ''}"
         existing = await store.backfill_by_request_key(tx, request_key)
         if existing is not None:
@@ -330,13 +331,8 @@ class BackfillController(Actor):
         listed = sum(r["n"] for r in failed_chunks)
         rl = retry_layout(parent.layout, parent.next_chunk, listed)
         layout = rl.layout(parent.chunk_size, parent.newest_first)
-        if layout.partitions_total == 0:
-            raise ArcodError(
-                errors.EMPTY_SELECTION,
-                f"every task backfill {parent.backfill_id} planned succeeded and none is left unplanned; "
-                "there is nothing to retry",
-                {"backfill_id": parent.backfill_id},
-            )
+        if layout.partitions_total == 0:  # the counters said otherwise above; refuse all the same
+            check_retry_failed(parent.backfill_id, parent.state, 0)
         child_id = new_backfill_id()
         child = Backfill(
             backfill_id=child_id, request_key=request_key, request_id=msg.request_id,

@@ -26,13 +26,12 @@ from arcod.core.planning import build_plan, run_fingerprint
 from arcod.core.rerun import (
     check_rerun_allowed,
     derived_rerun_key,
-    parent_plan_graph,
     rerun_all,
     rerun_from_failure,
     rerun_subset,
+    resolve_subset,
 )
 from arcod.core.selection import SelectionRequest, resolve_request
-from arcod.core.graph import AssetGraph
 from arcod.store import runs as runs_store
 from arcod.store.database import Transaction
 from arcod.store.definitions_store import assets_decoder
@@ -241,37 +240,12 @@ class Planner(Actor):
         return Outcome(reply=run_result(run, True), send=[("dispatcher", RunQueued(idem_key=f"queued:{run_id}", run_id=run_id))])
 
     async def _subset_plan(self, tx: Transaction, msg: PlanRerun, parent_plan: Plan, code_version: str) -> Plan:
-        """The selection evaluated within the parent's plan: its graph bounds every closure.
-
-        Asset attributes (group, tags, ...) are the ones of the parent's code_version, the
-        definitions the parent was planned with.
-        """
-        graph = AssetGraph.from_deps(parent_plan_graph(parent_plan))
+        """The selection evaluated within the parent's plan (`core.rerun.resolve_subset`), with
+        the labels of the parent's code_version, the definitions it was planned with."""
         row = await tx.fetch_one("SELECT assets FROM code_versions WHERE code_version = ?", (code_version,))
         known = assets_decoder.decode(row["assets"]) if row is not None else {}
-        attrs = {k: known.get(k, _EmptyAttrs()) for k in graph.keys}
-        try:
-            resolution = resolve_request(
-                SelectionRequest(select=msg.select, upstream=msg.upstream, downstream=msg.downstream), graph, attrs)
-        except ArcodError as exc:
-            if exc.code != errors.UNKNOWN_ASSETS:
-                raise
-            keys = exc.details["keys"]
-            raise ArcodError(
-                errors.UNKNOWN_ASSETS,
-                f"not in the plan of run {msg.parent_run_id}: {', '.join(keys)}. A subset rerun can only "
-                f"take assets the parent planned ({', '.join(graph.keys)}); start a new run for others.",
-                {"keys": keys, "parent_run_id": msg.parent_run_id, "parent_assets": list(graph.keys)},
-            ) from None
+        resolution = resolve_subset(
+            msg.parent_run_id, parent_plan,
+            SelectionRequest(select=msg.select, upstream=msg.upstream, downstream=msg.downstream),
+            known, {k: a.dep_keys for k, a in known.items()})
         return rerun_subset(parent_plan, resolution.keys)
-
-
-class _EmptyAttrs(msgspec.Struct, frozen=True):
-    """Selection attributes of an asset the parent's code_version does not describe."""
-
-    group: str = ""
-    tags: dict[str, str] = {}
-    kinds: tuple[str, ...] = ()
-    owners: tuple[str, ...] = ()
-
-

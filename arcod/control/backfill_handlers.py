@@ -19,20 +19,19 @@ import anyio
 
 from arcod.actors.backfill_messages import CreateBackfill, RetryFailedBackfill, TransitionBackfill
 from arcod.control import protocol as p
-from arcod.core import errors
 from arcod.core.backfill_chunks import (
     DRY_RUN_CHUNKS,
     ChunkState,
     Reprocess,
+    backfill_progress,
     chunk_of_position,
     live_partition_state,
-    progress,
+    progress_dict,
     reprocess_decision,
     skipped_by_history,
 )
 from arcod.core.backfill_request import check_request_id, prepare_backfill
-from arcod.core.backfill_state import BackfillState
-from arcod.core.errors import ArcodError
+from arcod.core.backfill_state import BackfillState, backfill_not_found
 from arcod.core.partition_status import partition_state
 from arcod.core.partitions import format_selector
 from arcod.store import backfills as store
@@ -168,9 +167,21 @@ class BackfillHandlers:
     async def _backfill_or_404(self, backfill_id: str) -> store.Backfill:
         bf = await store.get_backfill(self.daemon.db, backfill_id)
         if bf is None:
-            raise ArcodError(errors.NOT_FOUND, f"no backfill {backfill_id!r}; see `arcod backfill list`",
-                             {"what": "backfill", "id": backfill_id})
+            raise backfill_not_found(backfill_id)
         return bf
+
+    @staticmethod
+    def _with_progress(bf: store.Backfill) -> dict:
+        """The backfill's document with `progress` (finished and succeeded kept apart)."""
+        out = store.backfill_dict(bf)
+        started = datetime.fromisoformat(bf.created_at)
+        ended = datetime.fromisoformat(bf.finished_at) if bf.finished_at else datetime.now(timezone.utc)
+        outcomes = {ChunkState.SUCCEEDED: bf.partitions_succeeded, ChunkState.FAILED: bf.partitions_failed,
+                    ChunkState.CANCELED: bf.partitions_canceled, ChunkState.SKIPPED: bf.partitions_skipped}
+        prog = backfill_progress(bf.partitions_total, outcomes, (ended - started).total_seconds(),
+                                 bf.state == BackfillState.RUNNING)
+        out["progress"] = progress_dict(prog)
+        return out
 
     async def _bf_definition(self, digest: str) -> Any:
         cache = self.__dict__.setdefault("_backfill_definitions", {})
@@ -182,17 +193,11 @@ class BackfillHandlers:
         where, params = ("WHERE state = ?", (req.state,)) if req.state else ("", ())
         rows = await self.daemon.db.read_all(f"{store.SELECT_BACKFILL} {where} ORDER BY seq DESC LIMIT ?",
                                              (*params, req.limit))
-        return {"backfills": [store.backfill_dict(store.backfill_from_row(r)) for r in rows]}
+        return {"backfills": [self._with_progress(store.backfill_from_row(r)) for r in rows]}
 
     async def backfill_show(self, req: p.BackfillShow) -> dict:
         bf = await self._backfill_or_404(req.backfill_id)
-        out = store.backfill_dict(bf)
-        started = datetime.fromisoformat(bf.created_at)
-        ended = datetime.fromisoformat(bf.finished_at) if bf.finished_at else datetime.now(timezone.utc)
-        prog = progress(bf.partitions_total, bf.partitions_done, (ended - started).total_seconds(),
-                        bf.state == BackfillState.RUNNING)
-        out["progress"] = {"partitions_done": bf.partitions_done, "fraction": prog.fraction,
-                           "rate_per_s": prog.rate_per_s, "eta_s": prog.eta_s}
+        out = self._with_progress(bf)
         out["transitions"] = await store.transitions(self.daemon.db, bf.backfill_id)
         return out
 

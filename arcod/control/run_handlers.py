@@ -13,7 +13,10 @@ from typing import TYPE_CHECKING
 from arcod.actors.run_messages import CancelRun, PlanRerun, PlanRun
 from arcod.control import protocol as p
 from arcod.core import errors
+from arcod.core.backfill_state import backfill_not_found
 from arcod.core.errors import ArcodError
+from arcod.core.task_filter import check_task_filter
+from arcod.store import backfills as backfills_store
 from arcod.store import runs as runs_store
 
 if TYPE_CHECKING:
@@ -67,8 +70,13 @@ class RunHandlers:
             raise ArcodError(errors.NOT_FOUND, f"no run {run_id!r}; see `arcod runs list`", {"what": "run", "id": run_id})
         return run
 
+    async def _run_exists(self, run_id: str) -> None:
+        if await self.daemon.db.read_one("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)) is None:
+            raise ArcodError(errors.NOT_FOUND, f"no run {run_id!r}; see `arcod runs list`", {"what": "run", "id": run_id})
+
     async def runs_show(self, req: p.RunsShow) -> dict:
         run = await self._run_or_404(req.run_id)
+        run["created"] = False  # SPEC §5's flag: a read never creates (`created_at` is the time)
         rows = await self.daemon.db.read_all(
             "SELECT task_id, attempt, state, exit_code, reason, pid, log_path, started_at, finished_at"
             " FROM attempts WHERE run_id = ? ORDER BY task_id, attempt", (req.run_id,))
@@ -78,6 +86,10 @@ class RunHandlers:
     async def runs_list(self, req: p.RunsList) -> dict:
         if req.limit < 1 or req.limit > 10_000:
             raise ArcodError(errors.BAD_REQUEST, "--limit must be between 1 and 10000")
+        if req.backfill_id is not None and await backfills_store.get_backfill(self.daemon.db, req.backfill_id) is None:
+            raise backfill_not_found(req.backfill_id)
+        if req.root_run_id is not None:
+            await self._run_exists(req.root_run_id)
         clauses, params = [], []
         if req.state is not None:
             clauses.append("state = ?")
@@ -93,6 +105,7 @@ class RunHandlers:
         runs = [runs_store.run_row_to_dict(r) for r in rows]
         counts = await self._task_counts([r["run_id"] for r in runs])
         for run in runs:
+            run["created"] = False
             run["counts"] = counts.get(run["run_id"], {})
         return {"runs": runs}
 
@@ -120,6 +133,7 @@ class RunHandlers:
         for t in tasks:
             by_run.setdefault(t["run_id"], []).append(t["task_id"])
         for r in runs:
+            r["created"] = False
             r["counts"] = counts.get(r["run_id"], {})
             r["task_ids"] = by_run.get(r["run_id"], [])
         return {"root_run_id": run["root_run_id"], "runs": runs}
@@ -127,7 +141,11 @@ class RunHandlers:
     LOG_CHUNK = 256 * 1024
 
     async def logs(self, req: p.Logs) -> dict:
-        await self._run_or_404(req.run_id)
+        await self._run_exists(req.run_id)
+        if req.asset is not None or req.partition is not None:
+            tasks = await self.daemon.db.read_all(
+                "SELECT asset, partition FROM tasks WHERE run_id = ? ORDER BY position", (req.run_id,))
+            check_task_filter(req.run_id, [(t["asset"], t["partition"]) for t in tasks], req.asset, req.partition)
         clauses, params = ["run_id = ?"], [req.run_id]
         if req.asset is not None:
             clauses.append("asset = ?")

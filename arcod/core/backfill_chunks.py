@@ -18,7 +18,8 @@ Also here, all pure:
 - the layout of a retry-failed child (`retry_layout`): the not-succeeded partitions of the
   planned chunks are listed (bounded by what was planned), the never-planned remainder of a
   canceled parent stays a position range (never expanded);
-- progress, rate and ETA for `backfill show`.
+- progress (finished vs succeeded), rate and ETA for `backfill show`/`list`, and what
+  retry-failed would take (`partitions_to_retry`).
 """
 
 from __future__ import annotations
@@ -415,19 +416,62 @@ def retry_layout(parent: ChunkLayout, next_chunk: int, listed: int) -> RetryLayo
 
 
 class Progress(msgspec.Struct, frozen=True, kw_only=True):
+    """How far a backfill is. *Finished* partitions have an outcome, whatever it is (succeeded,
+    failed, canceled, skipped); *succeeded* ones are those that needed nothing more: their
+    tasks succeeded, or `--reprocess` skipped them (as a chunk of them counts as succeeded).
+    `fraction` is the finished share (the name it has always had); `fraction_succeeded`
+    reaches 1.0 exactly when every partition succeeded, so a FAILED or CANCELED backfill
+    never reads as complete."""
+
     fraction: float
     rate_per_s: float | None
     eta_s: float | None
+    partitions_finished: int = 0
+    partitions_succeeded: int = 0
+    fraction_succeeded: float = 0.0
 
 
-def progress(total: int, done: int, elapsed_s: float, running: bool) -> Progress:
-    """Share of partitions done, partitions per second so far, and the time left at that
-    rate (only while the backfill runs and has a rate)."""
-    fraction = 1.0 if total <= 0 else done / total
+def _share(part: int, total: int) -> float:
+    return 1.0 if total <= 0 else round(part / total, 6)
+
+
+def progress(total: int, done: int, elapsed_s: float, running: bool, succeeded: int = 0) -> Progress:
+    """Share of partitions finished (`done`) and succeeded, partitions finished per second so
+    far, and the time left at that rate (only while the backfill runs and has a rate)."""
     rate = done / elapsed_s if elapsed_s > 0 and done > 0 else None
     eta = (total - done) / rate if running and rate else None
-    return Progress(fraction=round(fraction, 6), rate_per_s=None if rate is None else round(rate, 3),
-                    eta_s=None if eta is None else round(eta, 1))
+    return Progress(fraction=_share(done, total), rate_per_s=None if rate is None else round(rate, 3),
+                    eta_s=None if eta is None else round(eta, 1), partitions_finished=done,
+                    partitions_succeeded=succeeded, fraction_succeeded=_share(succeeded, total))
+
+
+def backfill_progress(total: int, outcomes: Mapping[str, int], elapsed_s: float, running: bool) -> Progress:
+    """`progress` from a backfill's partition outcome counters (`ChunkState` -> count)."""
+    finished = sum(outcomes.get(s, 0) for s in CHUNK_DONE_STATES)
+    succeeded = outcomes.get(ChunkState.SUCCEEDED, 0) + outcomes.get(ChunkState.SKIPPED, 0)
+    return progress(total, finished, elapsed_s, running, succeeded)
+
+
+def progress_dict(p: Progress) -> dict[str, Any]:
+    """`progress` in `backfill show`/`list`: `partitions_done` and `fraction` (finished, kept
+    for compatibility) beside the explicit finished and succeeded counts and shares."""
+    return {
+        "partitions_done": p.partitions_finished,
+        "fraction": p.fraction,
+        "partitions_finished": p.partitions_finished,
+        "fraction_finished": p.fraction,
+        "partitions_succeeded": p.partitions_succeeded,
+        "fraction_succeeded": p.fraction_succeeded,
+        "rate_per_s": p.rate_per_s,
+        "eta_s": p.eta_s,
+    }
+
+
+def partitions_to_retry(total: int, planned: int, failed: int, canceled: int) -> int:
+    """How many partitions retry-failed would take from a finished backfill: those that failed
+    or were canceled in its planned chunks, plus (a canceled one) those never planned.
+    Arguments are the backfill's partition counters."""
+    return failed + canceled + max(0, total - planned)
 
 
 def partition_counts(

@@ -32,7 +32,14 @@ import enum
 
 import msgspec
 
-from arcod.core.errors import BAD_REQUEST, INVALID_TRANSITION, VERSION_CONFLICT, ArcodError
+from arcod.core.errors import (
+    BAD_REQUEST,
+    EMPTY_SELECTION,
+    INVALID_TRANSITION,
+    NOT_FOUND,
+    VERSION_CONFLICT,
+    ArcodError,
+)
 
 
 class BackfillState(enum.StrEnum):
@@ -122,8 +129,34 @@ def _event(name: BackfillEvent | str) -> BackfillEvent:
         ) from None
 
 
-def apply_backfill_event(state: BackfillState | str, event: BackfillEvent | str) -> BackfillState:
-    """The state after `event`, or `invalid_transition` if the table has no such edge."""
+def backfill_not_found(backfill_id: str) -> ArcodError:
+    """The one refusal for a backfill id nothing knows, whichever command named it."""
+    return ArcodError(NOT_FOUND, f"no backfill {backfill_id!r}; see `arcod backfill list`",
+                      {"what": "backfill", "id": backfill_id})
+
+
+def finished_hint(state: BackfillState | str, retryable: bool | None = None) -> str:
+    """What an operator can still do with a finished backfill.
+
+    `retryable` says whether retry-failed would find anything (`partitions_to_retry` > 0);
+    None means unknown, and then the state decides: a FAILED backfill always has something
+    that did not succeed, a SUCCEEDED one never, a CANCELED one usually (what it did not run).
+    """
+    state = BackfillState(state)
+    if retryable is None:
+        retryable = state in RETRYABLE_BACKFILL_STATES
+    if state == BackfillState.SUCCEEDED:
+        return "it is finished and every partition succeeded; there is nothing left to do"
+    if retryable:
+        return "it is finished; use `arcod backfill retry-failed` to run what did not succeed"
+    return "it is finished and nothing of it failed or is left unplanned; there is nothing to retry"
+
+
+def apply_backfill_event(
+    state: BackfillState | str, event: BackfillEvent | str, retryable: bool | None = None
+) -> BackfillState:
+    """The state after `event`, or `invalid_transition` if the table has no such edge
+    (`retryable`: see `finished_hint`, which words the refusal for a finished backfill)."""
     state = BackfillState(state)
     event = _event(event)
     try:
@@ -133,7 +166,7 @@ def apply_backfill_event(state: BackfillState | str, event: BackfillEvent | str)
         if allowed:
             hint = "it accepts " + ", ".join(repr(e) for e in allowed)
         else:
-            hint = "it is finished; use `arcod backfill retry-failed` to run what did not succeed"
+            hint = finished_hint(state, retryable)
         raise ArcodError(
             INVALID_TRANSITION,
             f"a {state} backfill cannot take {str(event)!r}; {hint}",
@@ -141,13 +174,47 @@ def apply_backfill_event(state: BackfillState | str, event: BackfillEvent | str)
         ) from None
 
 
+def check_retry_failed(backfill_id: str, state: BackfillState | str, partitions_left: int) -> None:
+    """Refuse retry-failed unless the backfill is FAILED or CANCELED with something to retry.
+
+    `partitions_left` is `backfill_chunks.partitions_to_retry` of its counters. A backfill
+    that can still change is `invalid_transition` (saying how it gets to a retryable state),
+    a SUCCEEDED one too (nothing failed: the table has no retry from there), a FAILED or
+    CANCELED one with nothing left is `empty_selection`.
+    """
+    state = BackfillState(state)
+    allowed = sorted(str(s) for s in RETRYABLE_BACKFILL_STATES)
+    details = {"backfill_id": backfill_id, "state": str(state), "allowed": allowed}
+    if state not in RETRYABLE_BACKFILL_STATES:
+        if state == BackfillState.SUCCEEDED:
+            why = "every partition succeeded, so there is nothing to retry"
+        else:
+            how = {
+                BackfillState.RUNNING: f"wait for it to finish (`arcod backfill watch {backfill_id}`), "
+                                       "or cancel it first",
+                BackfillState.PAUSED: "resume it and wait for it to finish, or cancel it first",
+                BackfillState.CANCELING: f"wait for the cancel to finish (`arcod backfill watch {backfill_id}`)",
+            }[state]
+            why = f"retry-failed takes a FAILED or CANCELED backfill; {how}"
+        raise ArcodError(INVALID_TRANSITION, f"backfill {backfill_id} is {state}: {why}", details)
+    if partitions_left <= 0:
+        raise ArcodError(
+            EMPTY_SELECTION,
+            f"backfill {backfill_id} is {state}, but every partition it planned succeeded and none is "
+            "left unplanned; there is nothing to retry",
+            details,
+        )
+
+
 def decide_transition(
     state: BackfillState | str,
     version: int,
     target_request: BackfillEvent | str,
     expect_version: int | None,
+    retryable: bool | None = None,
 ) -> TransitionDecision:
-    """Decide a request against the stored (state, version); see the module docstring."""
+    """Decide a request against the stored (state, version); see the module docstring.
+    `retryable` only words the refusal of a finished backfill (see `finished_hint`)."""
     state = BackfillState(state)
     event = _event(target_request)
     if expect_version is not None and expect_version != version:
@@ -160,5 +227,5 @@ def decide_transition(
         )
     if state in ALREADY_THERE[event]:
         return TransitionDecision(changed=False, new_state=state, new_version=version)
-    new_state = apply_backfill_event(state, event)
+    new_state = apply_backfill_event(state, event, retryable)
     return TransitionDecision(changed=True, new_state=new_state, new_version=version + 1)

@@ -81,10 +81,14 @@ class Definitions(msgspec.Struct, frozen=True, kw_only=True):
     graph: AssetGraph
 
     def asset(self, key: str) -> AssetDef:
-        try:
-            return self.assets[key]
-        except KeyError:
-            raise unknown_assets_error([key], self.assets) from None
+        """The asset named `key`: `invalid_key` (saying what a key looks like) if `key` could
+        never name an asset, `unknown_assets` (with near names) if it is well-formed but not
+        defined."""
+        asset = self.assets.get(key)
+        if asset is not None:
+            return asset
+        validate_asset_key(key)
+        raise unknown_assets_error([key], self.assets)
 
 
 def unknown_assets_error(keys: Sequence[str], known: Mapping[str, Any]) -> ArcodError:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 import msgspec
 
@@ -26,8 +26,17 @@ from arcod.core.errors import (
     UNKNOWN_ASSETS,
     ArcodError,
 )
+from arcod.core.graph import AssetGraph
 from arcod.core.plan import Plan
 from arcod.core.run_state import RunState
+from arcod.core.selection import (
+    AssetAttrs,
+    Resolution,
+    SelectionRequest,
+    format_selection,
+    request_node,
+    resolve_request,
+)
 from arcod.core.task_state import TaskState
 
 
@@ -122,6 +131,79 @@ def rerun_subset(plan: Plan, selected_assets: Collection[str]) -> Plan:
             {},
         )
     return _sub_plan(plan, [task.task_id for task in plan.tasks if task.asset in selected])
+
+
+class NoAttrs(msgspec.Struct, frozen=True):
+    """Selection labels of an asset the parent's code_version does not describe: none."""
+
+    group: str = ""
+    tags: dict[str, str] = {}
+    kinds: tuple[str, ...] = ()
+    owners: tuple[str, ...] = ()
+
+
+PLAN_ASSETS_SHOWN = 20  # assets of the parent's plan a refusal names (details carry them all)
+
+
+def _listed(keys: Sequence[str], limit: int = PLAN_ASSETS_SHOWN) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def resolve_subset(
+    parent_run_id: str,
+    plan: Plan,
+    request: SelectionRequest,
+    attrs: Mapping[str, AssetAttrs],
+    known_deps: Mapping[str, Iterable[str]] | None = None,
+) -> Resolution:
+    """A subset rerun's selection, evaluated within the parent's plan (SPEC §5).
+
+    `attrs` are the labels of the parent's code_version (an asset missing from them has
+    none); `known_deps` its whole graph (key -> parents), used only to explain a refusal.
+    Whatever the selection names outside the plan is refused in the same words, naming the
+    run and the assets it can take: an exact key the plan lacks (`unknown_assets`) as much
+    as a label or pattern that matches assets, just none of the plan (`empty_selection`,
+    naming those it matched outside).
+    """
+    graph = AssetGraph.from_deps(parent_plan_graph(plan))
+    in_plan = list(graph.keys)
+    plan_attrs = {k: attrs.get(k) or NoAttrs() for k in in_plan}
+    can_take = (f"a subset rerun can only take assets the parent planned ({_listed(in_plan)}); "
+                "start a new run with `arcod run --select` for others")
+    details = {"parent_run_id": parent_run_id, "parent_assets": in_plan}
+    try:
+        return resolve_request(request, graph, plan_attrs)
+    except ArcodError as exc:
+        if exc.code == UNKNOWN_ASSETS:
+            keys = exc.details["keys"]
+            raise ArcodError(
+                UNKNOWN_ASSETS,
+                f"not in the plan of run {parent_run_id}: {', '.join(keys)}; {can_take}",
+                {"keys": keys, **details},
+            ) from None
+        if exc.code != EMPTY_SELECTION:
+            raise
+    text = format_selection(request_node(request))
+    outside = _matches_outside(request, attrs, known_deps)
+    where = f" (it matches {_listed(outside, 10)}, outside the plan)" if outside else ""
+    raise ArcodError(
+        EMPTY_SELECTION,
+        f"the selection `{text}` matches no asset in the plan of run {parent_run_id}{where}; {can_take}",
+        {"expression": text, "matches_outside_plan": outside, **details},
+    )
+
+
+def _matches_outside(request: SelectionRequest, attrs: Mapping[str, AssetAttrs],
+                     known_deps: Mapping[str, Iterable[str]] | None) -> list[str]:
+    """What the selection matches in the parent's whole code_version (for the refusal only)."""
+    if not known_deps:
+        return []
+    try:
+        graph = AssetGraph.from_deps(known_deps)
+        return list(resolve_request(request, graph, {k: attrs.get(k) or NoAttrs() for k in graph.keys}).keys)
+    except ArcodError:
+        return []
 
 
 def parent_plan_graph(plan: Plan) -> dict[str, tuple[str, ...]]:

@@ -139,9 +139,13 @@ def test_operator_examples():
     )
     assert decide_transition("PAUSED", 2, "cancel", 2).new_state == "CANCELING"
     with pytest.raises(ArcodError) as info:
-        decide_transition("SUCCEEDED", 5, "resume", None)
+        decide_transition("FAILED", 5, "resume", None)
     assert info.value.code == INVALID_TRANSITION
     assert "retry-failed" in info.value.message
+    with pytest.raises(ArcodError) as info:  # nothing failed: nothing to point retry-failed at
+        decide_transition("SUCCEEDED", 5, "resume", None)
+    assert info.value.code == INVALID_TRANSITION
+    assert "retry-failed" not in info.value.message
 
 
 def test_unknown_request_is_a_bad_request():
