@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import argparse
 
-from arcod.cli.common import EXIT_OK, add_closure, follow_until_finished, non_negative, positive, print_json, whole
+from arcod.cli.common import (
+    EXIT_OK,
+    add_closure,
+    backfill_id,
+    chunk_size,
+    follow_until_finished,
+    limit,
+    max_concurrency,
+    page_offset,
+    print_json,
+    request_id,
+    selection,
+    state_version,
+)
 
 BACKFILL_STATES = ("RUNNING", "PAUSED", "CANCELING", "CANCELED", "SUCCEEDED", "FAILED")
 CHUNK_STATES = ("PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELED", "SKIPPED")
@@ -16,51 +29,65 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
         metavar="{create,list,show,chunks,partitions,pause,resume,cancel,retry-failed,watch}")
 
     c = bf.add_parser("create", parents=[common], help="create a backfill (or --dry-run it)")
-    c.add_argument("--select", action="append", required=True, metavar="EXPR",
+    c.add_argument("--select", action="append", required=True, type=selection, metavar="EXPR",
                    help="assets to backfill (repeat to OR several); all must share one partitions definition")
     add_closure(c)
     c.add_argument("--partitions", required=True, metavar="SEL", help="partition selection: A..B, a,b,c or all")
-    c.add_argument("--chunk-size", type=whole, metavar="N", help="partitions per chunk run (default 10)")
-    c.add_argument("--max-concurrency", type=whole, metavar="N",
+    c.add_argument("--chunk-size", type=chunk_size, metavar="N", help="partitions per chunk run (default 10)")
+    c.add_argument("--max-concurrency", type=max_concurrency, metavar="N",
                    help="chunk runs of this backfill active at once (default 4)")
     c.add_argument("--newest-first", action="store_true", help="chunk from the newest partition backwards")
     c.add_argument("--reprocess", choices=("all", "missing", "failed"), default="all",
                    help="all (default); missing: skip what ran before; failed: missing + last attempt failed")
-    c.add_argument("--request-id", metavar="ID", help="idempotency key: the same id and request return the same backfill")
+    c.add_argument("--request-id", type=request_id, metavar="ID", help="idempotency key: the same id and request return the same backfill")
     c.add_argument("--dry-run", action="store_true", help="show counts, chunks and decisions; create nothing")
 
     ls = bf.add_parser("list", parents=[common], help="backfills, newest first")
     ls.add_argument("--state", type=str.upper, choices=BACKFILL_STATES, metavar="STATE")
-    ls.add_argument("--limit", type=positive, default=50)
+    ls.add_argument("--limit", type=limit, default=50, metavar="N")
 
     sh = bf.add_parser("show", parents=[common], help="one backfill: counts, progress, transition log")
-    sh.add_argument("backfill_id", metavar="ID")
+    sh.add_argument("backfill_id", type=backfill_id, metavar="ID")
 
     for name, what in (("chunks", "chunks with their runs"), ("partitions", "partitions with their states")):
         sp = bf.add_parser(name, parents=[common], help=f"a backfill's {what}")
-        sp.add_argument("backfill_id", metavar="ID")
+        sp.add_argument("backfill_id", type=backfill_id, metavar="ID")
         sp.add_argument("--state", type=str.upper, choices=CHUNK_STATES, metavar="STATE")
-        sp.add_argument("--offset", type=non_negative, default=0)
-        sp.add_argument("--limit", type=positive, default=100)
+        sp.add_argument("--offset", type=page_offset, default=0, metavar="N")
+        sp.add_argument("--limit", type=limit, default=100, metavar="N")
 
     for action, what in (("pause", "start no new chunk runs; active ones finish"),
                          ("resume", "continue at the next unplanned chunk"),
                          ("cancel", "start no new chunk runs and cancel the active ones")):
         tp = bf.add_parser(action, parents=[common], help=what)
-        tp.add_argument("backfill_id", metavar="ID")
-        tp.add_argument("--expect-version", type=whole, metavar="N",
-                        help="act only if the backfill is still at this state_version")
-        tp.add_argument("--request-id", metavar="ID", help="repeating the same request id replays its answer")
+        tp.add_argument("backfill_id", type=backfill_id, metavar="ID")
+        tp.add_argument("--expect-version", type=state_version, metavar="N",
+                        help="act only if the backfill is still at this state_version (versions start at 1)")
+        tp.add_argument("--request-id", type=request_id, metavar="ID", help="repeating the same request id replays its answer")
 
     rf = bf.add_parser("retry-failed", parents=[common], help="a child backfill over what did not succeed")
-    rf.add_argument("backfill_id", metavar="ID")
-    rf.add_argument("--request-id", metavar="ID", help="a new id makes a new child; the same one returns it")
+    rf.add_argument("backfill_id", type=backfill_id, metavar="ID")
+    rf.add_argument("--request-id", type=request_id, metavar="ID", help="a new id makes a new child; the same one returns it")
 
     w = bf.add_parser("watch", parents=[common], help="live progress until the backfill finishes")
-    w.add_argument("backfill_id", metavar="ID")
+    w.add_argument("backfill_id", type=backfill_id, metavar="ID")
 
 
 # ── output ──────────────────────────────────────────────────────────────────
+
+
+def per_chunk(partitions_total: int, chunks_total: int, chunk_size: int) -> str:
+    """What a chunk holds: `5 partitions each`, `5 partitions each, the last 2`, or for one
+    chunk just its partitions (`3 partitions`)."""
+    from arcod.cli.render import plural
+
+    if chunks_total == 1:
+        return plural(partitions_total, "partition")
+    text = f"{plural(chunk_size, 'partition')} each"
+    last = partitions_total - (chunks_total - 1) * chunk_size
+    if chunks_total > 1 and 0 < last < chunk_size:
+        text += f", the last {last:,}"
+    return text
 
 
 def _counts_line(counts: dict) -> str:
@@ -83,9 +110,12 @@ def print_backfill(bf: dict) -> None:
         ("partitions", f"{bf['partitions_total']:,} of {bf['definition']!r}: {bf['target']}"
                        + (", newest first" if bf["newest_first"] else "")
                        + ("" if bf["reprocess"] == "all" else f", reprocess {bf['reprocess']}")),
-        ("chunks", f"{bf['chunks_total']:,} of {bf['chunk_size']:,}, at most {bf['max_concurrency']} at once"),
+        ("chunks", f"{bf['chunks_total']:,} ({per_chunk(bf['partitions_total'], bf['chunks_total'], bf['chunk_size'])}), "
+                   f"at most {bf['max_concurrency']} at once"),
         ("lineage", lineage),
-        ("progress", f"{prog.get('fraction', 0) * 100:.1f}%" if prog else "-"),
+        ("progress", f"{prog['fraction_succeeded'] * 100:.1f}% succeeded, {prog['fraction_finished'] * 100:.1f}% "
+                     f"finished ({prog['partitions_succeeded']:,} succeeded, {prog['partitions_finished']:,} finished "
+                     f"of {bf['partitions_total']:,})" if prog else "-"),
         ("rate", f"{rate:,.2f} partitions/s" if rate else "-"),
         ("eta", f"{eta:,.0f}s" if eta is not None else "-"),
         ("partitions by state", _counts_line(bf["counts"]["partitions"]) or "-"),
@@ -106,12 +136,14 @@ def print_dry_run(result: dict) -> None:
     from arcod.cli import render
 
     counts = result["counts"]
-    print(f"dry run: nothing was created. {result['partitions_total']:,} partitions of {result['definition']!r} "
-          f"({result['partitions']}) x {len(result['assets'])} assets in {result['chunks_total']:,} chunks of "
-          f"{result['chunk_size']:,}, at most {result['max_concurrency']} at once"
+    total, chunks = result["partitions_total"], result["chunks_total"]
+    print(f"dry run: nothing was created. {render.plural(total, 'partition')} of {result['definition']!r} "
+          f"({result['partitions']}) x {render.plural(len(result['assets']), 'asset')} in "
+          f"{render.plural(chunks, 'chunk')} ({per_chunk(total, chunks, result['chunk_size'])}), "
+          f"at most {result['max_concurrency']} at once"
           + (", newest first" if result["newest_first"] else ""))
-    print(f"reprocess {result['reprocess']}: {counts['tasks']['run']:,} tasks to run, {counts['tasks']['skip']:,} "
-          f"skipped ({counts['partitions']['skip']:,} partitions entirely)"
+    print(f"reprocess {result['reprocess']}: {render.plural(counts['tasks']['run'], 'task')} to run, "
+          f"{counts['tasks']['skip']:,} skipped ({render.plural(counts['partitions']['skip'], 'partition')} entirely)"
           + "".join(f"; {n:,} {reason}" for reason, n in counts["skip_reasons"].items()))
     print()
     rows, notes = [], []
@@ -124,7 +156,7 @@ def print_dry_run(result: dict) -> None:
         notes.extend([e["partition"], e["decision"], e["reason"]] for e in chunk["partitions"] if e["decision"] != "run")
     render.table(["CHUNK", "PARTITIONS", "N", "TASKS", "SKIPPED"], rows)
     if result["chunks_total"] > len(result["chunks"]):
-        print(f"... and {result['chunks_total'] - len(result['chunks']):,} more chunks")
+        print(f"... and {render.plural(result['chunks_total'] - len(result['chunks']), 'more chunk')}")
     if notes:
         print()
         render.table(["PARTITION", "DECISION", "REASON"], notes[:10])
@@ -187,9 +219,12 @@ def cmd_backfill(args, client) -> int:
 
 
 def _report_created(bf: dict, verb: str) -> None:
+    from arcod.cli.render import plural
+
     if bf["created"]:
-        print(f"{verb} backfill {bf['backfill_id']}: {bf['partitions_total']:,} partitions in "
-              f"{bf['chunks_total']:,} chunks of {bf['chunk_size']:,} (at most {bf['max_concurrency']} at once); "
+        total, chunks = bf["partitions_total"], bf["chunks_total"]
+        print(f"{verb} backfill {bf['backfill_id']}: {plural(total, 'partition')} in {plural(chunks, 'chunk')} "
+              f"({per_chunk(total, chunks, bf['chunk_size'])}), at most {bf['max_concurrency']} at once; "
               f"follow it with: arcod backfill watch {bf['backfill_id']}")
     elif bf["parent_backfill_id"]:
         print(f"backfill {bf['backfill_id']} ({bf['state']}) is already the retry of {bf['parent_backfill_id']}"
@@ -210,13 +245,13 @@ def _list(args, client) -> int:
         return EXIT_OK
     rows = []
     for bf in result["backfills"]:
-        parts = bf["counts"]["partitions"]
-        done = sum(v for k, v in parts.items() if k not in ("PENDING", "RUNNING"))
-        rows.append([bf["backfill_id"], bf["state"], bf["state_version"], f"{done:,}/{bf['partitions_total']:,}",
+        prog, total = bf["progress"], bf["partitions_total"]
+        rows.append([bf["backfill_id"], bf["state"], bf["state_version"],
+                     f"{prog['partitions_succeeded']:,}/{total:,}", f"{prog['partitions_finished']:,}/{total:,}",
                      f"{bf['counts']['chunks']['RUNNING']}/{bf['max_concurrency']}", ", ".join(bf["assets"])[:40],
                      bf["created_at"][:19].replace("T", " "),
                      f"retry of {bf['parent_backfill_id']}" if bf["parent_backfill_id"] else ""])
-    render.table(["BACKFILL", "STATE", "V", "DONE", "ACTIVE", "ASSETS", "CREATED", "LINEAGE"], rows)
+    render.table(["BACKFILL", "STATE", "V", "SUCCEEDED", "FINISHED", "ACTIVE", "ASSETS", "CREATED", "LINEAGE"], rows)
     return EXIT_OK
 
 
@@ -261,11 +296,12 @@ def watch(args, client, backfill_id: str) -> int:
 
     def progress(bf: dict) -> str:
         parts = bf["counts"]["partitions"]
-        done = bf["progress"]["partitions_done"]
+        done = bf["progress"]["partitions_finished"]
         rate = bf["progress"]["rate_per_s"]
         eta = bf["progress"]["eta_s"]
         return (f"{render.bar(done, bf['partitions_total'])} {done:,}/{bf['partitions_total']:,} "
                 f"{bf['state']:<9} ok {parts['SUCCEEDED']:,} failed {parts['FAILED']:,}"
+                + (f" canceled {parts['CANCELED']:,}" if parts.get("CANCELED") else "")
                 + (f"  {rate:,.1f}/s" if rate else "") + (f"  eta {eta:,.0f}s" if eta is not None else ""))
 
     return follow_until_finished(args, lambda: client.call(p.BackfillShow(backfill_id=backfill_id)), progress,

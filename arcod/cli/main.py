@@ -7,7 +7,7 @@ event loop is needed outside `arcod serve`. Imports are deferred to the command 
 them for the same reason.
 
 Exit status (SPEC §7): 0 ok; 1 refused, or a waited-for run/backfill that did not succeed;
-2 usage error; 3 daemon not reachable.
+2 usage error; 3 daemon not reachable; 141 stdout was closed early (`arcod ... | head`).
 """
 
 from __future__ import annotations
@@ -19,18 +19,56 @@ from pathlib import Path
 
 from arcod.cli import backfill_cli, partitions_cli, runs_cli
 from arcod.cli.common import (
+    EXIT_BROKEN_PIPE,
     EXIT_OK,
     EXIT_REFUSED,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
+    SelectWords,
     add_closure,
+    asset_key,
+    extra_words_hint,
     fail,
     print_json,
+    selection,
 )
 
 
 class UsageError(Exception):
     """A command line that cannot be turned into a request (exit status 2)."""
+
+
+class ArgumentsError(Exception):
+    """argparse refused the command line; `parser` is the (sub)parser that did."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+        self.message = message
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is raised instead of printed, so `main` can answer it as
+    one JSON document when `--json` was given (SPEC §7). Subparsers are of this class too."""
+
+    def error(self, message: str):
+        raise ArgumentsError(self, message)
+
+
+def wants_json(argv: list[str]) -> bool:
+    """`--json` anywhere among the options (not after a `--` that ends them)."""
+    words = argv[:argv.index("--")] if "--" in argv else argv
+    return "--json" in words
+
+
+def usage_error(argv: list[str], exc: ArgumentsError) -> int:
+    if wants_json(argv):
+        print_json({"error": {"code": "usage", "message": exc.message, "details": {
+            "command": exc.parser.prog, "usage": " ".join(exc.parser.format_usage().split())}}})
+    else:
+        exc.parser.print_usage(sys.stderr)
+        print(f"{exc.parser.prog}: error: {exc.message}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 # ── socket discovery ────────────────────────────────────────────────────────
@@ -68,12 +106,12 @@ def socket_path(args: argparse.Namespace) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     common.add_argument("--socket", help="control socket path (default: from the config)")
     common.add_argument("--config", help="arcod.toml path (default: $ARCOD_CONFIG, ./arcod.toml, ./config/arcod.toml)")
 
-    parser = argparse.ArgumentParser(prog="arcod", description="arcod: selections, reruns and backfills over an asset graph.")
+    parser = ArgumentParser(prog="arcod", description="arcod: selections, reruns and backfills over an asset graph.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the daemon in the foreground")
@@ -85,12 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     assets = sub.add_parser("assets", help="list or show assets").add_subparsers(dest="assets_command", required=True, metavar="{list,show}")
     al = assets.add_parser("list", parents=[common], help="list assets")
-    al.add_argument("--select", help="only the assets of this selection")
+    al.add_argument("--select", action="append", type=selection, metavar="EXPR",
+                    help="only the assets of this selection (repeat to OR several)")
     ash = assets.add_parser("show", parents=[common], help="show one asset")
-    ash.add_argument("key")
+    ash.add_argument("key", type=asset_key, metavar="KEY")
 
     sel = sub.add_parser("select", parents=[common], help="resolve a selection without running it")
-    sel.add_argument("expr", nargs="+", help="selection expression(s), OR-ed")
+    sel.add_argument("expr", nargs="+", type=selection, action=SelectWords, metavar="EXPR",
+                     help="selection expression(s), OR-ed; quote an expression with spaces")
     sel.add_argument("--explain", action="store_true", help="say why each asset is in")
     add_closure(sel)
 
@@ -147,7 +187,7 @@ def cmd_assets(args, client) -> int:
     from arcod.cli import render
 
     if args.assets_command == "list":
-        result = client.call(p.AssetsList(select=args.select))
+        result = list_assets(client, args.select)
         if args.json:
             print_json(result)
             return EXIT_OK
@@ -178,6 +218,20 @@ def cmd_assets(args, client) -> int:
     return EXIT_OK
 
 
+def list_assets(client, select: list[str] | None) -> dict:
+    """`assets list [--select EXPR ...]`: repeated `--select` values are OR-ed, as for `run`
+    (SPEC §4). The wire's AssetsList takes one expression, so several are resolved by the
+    daemon's own `select` (which ORs a list, each item parsed on its own, so an error names
+    its item) and the listing is cut to those keys."""
+    from arcod.control import protocol as p
+
+    if not select or len(select) == 1:
+        return client.call(p.AssetsList(select=select[0] if select else None))
+    keys = set(client.call(p.Select(select=select))["keys"])
+    listing = client.call(p.AssetsList())
+    return {**listing, "assets": [a for a in listing["assets"] if a["key"] in keys]}
+
+
 def cmd_select(args, client) -> int:
     from arcod.control import protocol as p
     from arcod.cli import render
@@ -206,8 +260,31 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Output cut short by a closed stdout (`arcod ... | head -1`) ends the
+    command quietly with EXIT_BROKEN_PIPE, as the Python docs recommend for SIGPIPE: the rest
+    of the output goes to /dev/null so the interpreter's final flush cannot complain either."""
+    try:
+        try:
+            code = _main(sys.argv[1:] if argv is None else list(argv))
+        except SystemExit as exc:  # --help
+            code = exc.code
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
+    return code
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args, extras = parser.parse_known_args(argv)
+        if extras:
+            parser.error(f"unrecognized arguments: {' '.join(extras)}{extra_words_hint(argv, extras)}")
+    except ArgumentsError as exc:
+        return usage_error(argv, exc)
     if args.command == "serve":
         return cmd_serve(args)
     from arcod.control.client import Client, DaemonUnreachable, RequestRefused

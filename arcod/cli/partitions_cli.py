@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from arcod.cli.common import EXIT_OK, non_negative, positive, print_json
+from arcod.cli.common import EXIT_OK, limit, page_offset, print_json
 
 STATES = ("MATERIALIZED", "FAILED", "IN_PROGRESS", "MISSING")
 # Health bar marks and ANSI colours, by state (a bucket shows its worst partition).
@@ -21,8 +21,8 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     pl.add_argument("asset", metavar="ASSET")
     pl.add_argument("--state", type=str.upper, choices=STATES, metavar="STATE",
                     help="only partitions in this state: " + ", ".join(STATES))
-    pl.add_argument("--limit", type=positive, help="partitions per page (default 20; 100 with --json)")
-    pl.add_argument("--offset", type=non_negative, default=0, help="skip this many (of those matching), in definition order")
+    pl.add_argument("--limit", type=limit, metavar="N", help="partitions per page (default 20; 100 with --json)")
+    pl.add_argument("--offset", type=page_offset, default=0, metavar="N", help="skip this many (of those matching), in definition order")
     for action, text in (("add", "add keys to a dynamic partitions definition (insertion order kept)"),
                          ("remove", "remove keys from a dynamic partitions definition")):
         pe = parts.add_parser(action, parents=[common], help=text)
@@ -49,7 +49,9 @@ def print_list(result: dict, colour: bool) -> None:
         print(f"{result['asset']}  (not partitioned: one status)")
     else:
         as_of = f" as of {result['as_of']}" if result["as_of"] else ""
-        print(f"{result['asset']}  {result['definition']} ({result['kind']}), {total} partitions{as_of}")
+        # `daily (daily)` says nothing twice: the kind is shown only when the name is not it.
+        kind = "" if result["definition"] == result["kind"] else f" ({result['kind']})"
+        print(f"{result['asset']}  {result['definition']}{kind}, {total} partitions{as_of}")
     print("   ".join(f"{s.lower().replace('_', ' ')} {counts[s]}" for s in STATES)
           + (f"   (+{result['not_in_definition']} rows for keys no longer in the definition)"
              if result["not_in_definition"] else ""))

@@ -29,6 +29,11 @@ def fields(pairs: Sequence[tuple[str, Any]], out: TextIO | None = None) -> None:
         print(f"{key + ':':<{width + 1}} {'' if value is None else value}", file=out)
 
 
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """`1 chunk`, `4 chunks`, `10,000 partitions`."""
+    return f"{n:,} {word if n == 1 else words or word + 's'}"
+
+
 def bar(done: int, total: int, width: int = 30) -> str:
     filled = 0 if total <= 0 else int(width * min(done, total) / total)
     return "[" + "#" * filled + "-" * (width - filled) + "]"

@@ -7,60 +7,66 @@ import sys
 
 from arcod.cli.common import (
     EXIT_OK,
+    FINISHED_STATES,
     RUN_STATES,
     add_closure,
-    FINISHED_STATES,
+    add_tags,
+    asset_key,
+    backfill_id,
     follow_until_finished,
     limit,
+    partition_key,
     print_json,
+    run_id,
     run_key,
-    tag,
+    selection,
 )
 
 
 def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     run = sub.add_parser("run", parents=[common], help="run a selection of assets")
-    run.add_argument("--select", action="append", required=True, metavar="EXPR",
+    run.add_argument("--select", action="append", required=True, type=selection, metavar="EXPR",
                      help="assets to run (repeat to OR several)")
     add_closure(run)
-    run.add_argument("--partition", metavar="KEY", help="one partition")
+    run.add_argument("--partition", type=partition_key, metavar="KEY", help="one partition")
     run.add_argument("--partitions", metavar="SEL", help="a partition selection: A..B, a,b,c or all")
     run.add_argument("--run-key", metavar="K", type=run_key,
                      help="idempotency key: the same key and request return the same run")
-    run.add_argument("--tag", action="append", default=[], type=tag, metavar="K=V", help="tag the run (repeatable)")
+    add_tags(run, "tag the run (repeatable, each key once)")
     run.add_argument("--wait", action="store_true", help="follow the run until it finishes; exit 0 only if it succeeded")
 
     runs = sub.add_parser("runs", help="list, show and trace runs").add_subparsers(dest="runs_command", required=True, metavar="{list,show,tree,prune}")
     rl = runs.add_parser("list", parents=[common], help="recent runs, newest first")
     rl.add_argument("--state", type=str.upper, choices=RUN_STATES, metavar="STATE")
-    rl.add_argument("--backfill", metavar="ID")
-    rl.add_argument("--root", metavar="RUN", help="runs of this lineage group")
-    rl.add_argument("--limit", type=limit, default=20)
+    rl.add_argument("--backfill", type=backfill_id, metavar="ID")
+    rl.add_argument("--root", type=run_id, metavar="RUN", help="runs of this lineage group")
+    rl.add_argument("--limit", type=limit, default=20, metavar="N")
     rs = runs.add_parser("show", parents=[common], help="one run with its tasks and attempts")
-    rs.add_argument("run_id", metavar="RUN")
+    rs.add_argument("run_id", type=run_id, metavar="RUN")
     rt = runs.add_parser("tree", parents=[common], help="the lineage group of a run")
-    rt.add_argument("run_id", metavar="RUN")
+    rt.add_argument("run_id", type=run_id, metavar="RUN")
     from arcod.cli.maintenance_cli import add_prune_parser
 
     add_prune_parser(runs, common)
 
     cancel = sub.add_parser("cancel", parents=[common], help="cancel a run")
-    cancel.add_argument("run_id", metavar="RUN")
+    cancel.add_argument("run_id", type=run_id, metavar="RUN")
 
     rerun = sub.add_parser("rerun", parents=[common], help="rerun part or all of a finished run")
-    rerun.add_argument("run_id", metavar="RUN")
+    rerun.add_argument("run_id", type=run_id, metavar="RUN")
     kind = rerun.add_mutually_exclusive_group(required=True)
     kind.add_argument("--from-failure", action="store_true", help="exactly the tasks that did not succeed")
     kind.add_argument("--all", action="store_true", help="the whole plan again")
-    kind.add_argument("--select", action="append", metavar="EXPR", help="a selection within the parent's plan")
+    kind.add_argument("--select", action="append", type=selection, metavar="EXPR",
+                      help="a selection within the parent's plan (repeat to OR several)")
     add_closure(rerun)
     rerun.add_argument("--run-key", metavar="K", type=run_key)
     rerun.add_argument("--wait", action="store_true")
 
     logs = sub.add_parser("logs", parents=[common], help="task output of a run")
-    logs.add_argument("run_id", metavar="RUN")
-    logs.add_argument("--asset", metavar="KEY")
-    logs.add_argument("--partition", metavar="KEY")
+    logs.add_argument("run_id", type=run_id, metavar="RUN")
+    logs.add_argument("--asset", type=asset_key, metavar="KEY")
+    logs.add_argument("--partition", type=partition_key, metavar="KEY")
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing until the run finishes")
 
 
@@ -92,8 +98,10 @@ def print_run(run: dict) -> None:
 
 
 
-def wait_for_run(args, client, run_id: str) -> int:
-    """Follow the run until it finishes. Exit 0 only on SUCCEEDED."""
+def wait_for_run(args, client, run_id: str, *, created: bool = False) -> int:
+    """Follow the run until it finishes. Exit 0 only on SUCCEEDED. `created` is carried into
+    the final document: `runs show` always says false (a read creates nothing), but the
+    request being waited for may have created the run."""
     from arcod.cli import render
     from arcod.control import protocol as p
 
@@ -104,14 +112,15 @@ def wait_for_run(args, client, run_id: str) -> int:
         return (f"{render.bar(done, total)} {done}/{total}  {run['state']:<9} "
                 + ", ".join(f"{k.lower()} {v}" for k, v in sorted(counts.items())))
 
-    return follow_until_finished(args, lambda: client.call(p.RunsShow(run_id=run_id)), progress, print_run)
+    return follow_until_finished(args, lambda: {**client.call(p.RunsShow(run_id=run_id)), "created": created},
+                                 progress, print_run)
 
 
 def report_run(args, client, run: dict) -> int:
     if args.wait:
         if not args.json:
             print(("created" if run["created"] else "existing") + f" run {run['run_id']}", file=sys.stderr)
-        return wait_for_run(args, client, run["run_id"])
+        return wait_for_run(args, client, run["run_id"], created=run["created"])
     if args.json:
         print_json(run)
         return EXIT_OK
@@ -128,7 +137,7 @@ def cmd_run(args, client) -> int:
 
     run = client.call(p.Run(
         select=args.select, upstream=args.upstream, downstream=args.downstream, partition=args.partition,
-        partitions=args.partitions, run_key=args.run_key, tags=dict(args.tag)))
+        partitions=args.partitions, run_key=args.run_key, tags=args.tags or {}))
     return report_run(args, client, run)
 
 
@@ -180,19 +189,24 @@ def cmd_runs(args, client) -> int:
     for r in result["runs"]:
         children.setdefault(r["parent_run_id"], []).append(r)
 
+    # The tree is drawn in the first column; the table pads it, so the other columns line up
+    # whatever the depth of a run.
+    rows: list[list[str]] = []
+
     def draw(run: dict, prefix: str, last: bool, top: bool) -> None:
         counts = run["counts"]
         branch = "" if top else ("└─ " if last else "├─ ")
-        kind = run["rerun_kind"] or "root"
-        mark = "  <" if run["run_id"] == args.run_id else ""
         tasks = ", ".join(run["task_ids"][:6]) + (" ..." if len(run["task_ids"]) > 6 else "")
-        print(f"{prefix}{branch}{run['run_id']}  {run['state']:<9} {kind:<12} {counts.get('SUCCEEDED', 0)}/{sum(counts.values())} ok  [{tasks}]{mark}")
+        rows.append([f"{prefix}{branch}{run['run_id']}", run["state"], run["rerun_kind"] or "root",
+                     f"{counts.get('SUCCEEDED', 0)}/{sum(counts.values())}", f"[{tasks}]",
+                     "<" if run["run_id"] == args.run_id else ""])
         kids = children.get(run["run_id"], [])
         for i, kid in enumerate(kids):
             draw(kid, prefix + ("" if top else ("   " if last else "│  ")), i == len(kids) - 1, False)
 
     for root in children.get(None, []):
         draw(root, "", True, True)
+    render.table(["RUN", "STATE", "KIND", "OK", "TASKS", ""], rows)
     return EXIT_OK
 
 

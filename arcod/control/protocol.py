@@ -34,6 +34,8 @@ TagKey = Annotated[str, msgspec.Meta(pattern=TAG_KEY_PATTERN)]
 TagValue = Annotated[str, msgspec.Meta(pattern=TAG_VALUE_PATTERN)]
 Tags = Annotated[dict[TagKey, TagValue], msgspec.Meta(max_length=MAX_TAGS)]
 Limit = Annotated[int, msgspec.Meta(ge=1, le=10_000)]
+# Any offset past the end is an empty page, but SQLite integers stop at 2**63 - 1.
+Offset = Annotated[int, msgspec.Meta(ge=0, le=10**18)]
 
 
 class Request(msgspec.Struct, frozen=True, kw_only=True, tag_field="cmd", forbid_unknown_fields=True):
@@ -105,14 +107,14 @@ class Logs(Request, tag="logs"):
     asset: Ident | None = None
     partition: Ident | None = None
     # attempt id -> bytes already read, for --follow
-    offsets: Annotated[dict[Ident, Annotated[int, msgspec.Meta(ge=0)]], msgspec.Meta(max_length=100_000)] = {}
+    offsets: Annotated[dict[Ident, Offset], msgspec.Meta(max_length=100_000)] = {}
 
 
 class PartitionsList(Request, tag="partitions.list"):
     asset: str
     state: str | None = None
     limit: int = 100
-    offset: int = 0
+    offset: Offset = 0
 
 
 class PartitionsEdit(Request, tag="partitions.edit"):
@@ -126,8 +128,6 @@ class PartitionsEdit(Request, tag="partitions.edit"):
 BackfillState = Literal["RUNNING", "PAUSED", "CANCELING", "CANCELED", "SUCCEEDED", "FAILED"]
 ChunkState = Literal["PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELED", "SKIPPED"]
 RequestId = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-Offset = Annotated[int, msgspec.Meta(ge=0)]
-
 
 class BackfillCreate(Request, tag="backfill.create"):
     select: Selects

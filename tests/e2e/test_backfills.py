@@ -112,7 +112,8 @@ def test_dry_run_creates_nothing_and_decides_like_create(proj: Daemon):
     err = d.refused("backfill", "create", "--select", "p", "--select", "r", "--partitions", "all",
                     code="mixed_partitions")
     assert "daily: p" in err["message"] and "region: r" in err["message"]
-    d.refused("backfill", "create", "--select", "p", "--partitions", "all", "--chunk-size", "0", code="bad_request")
+    usage = d.cli("backfill", "create", "--select", "p", "--partitions", "all", "--chunk-size", "0")
+    assert usage.code == 2 and usage.json["error"]["code"] == "usage", usage  # refused before any request
     d.refused("backfill", "create", "--select", "p", "--partitions", "2024-02-01..2024-02-03",
               code="partition_error")
     assert d.ok("backfill", "list")["backfills"] == []

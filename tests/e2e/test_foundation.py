@@ -82,8 +82,11 @@ def test_selection_errors(chain: Daemon):
 
 
 def test_exit_codes_usage_and_unreachable(chain: Daemon, tmp_path):
-    r = chain.cli("select", "a", "--upstream=0")
-    assert r.code == 2 and "depth" in r.stderr
+    r = chain.cli("select", "a", "--upstream=0")  # with --json: the usage error is the document
+    assert r.code == 2 and json.loads(r.stdout)["error"]["code"] == "usage"
+    assert "depth" in json.loads(r.stdout)["error"]["message"]
+    r = chain.cli("select", "a", "--upstream=0", json_output=False)
+    assert r.code == 2 and "depth" in r.stderr and r.stdout == ""
     r = subprocess.run([sys.executable, "-m", "arcod", "status", "--json", "--socket", str(tmp_path / "nope.sock")],
                        capture_output=True, text=True)
     assert r.returncode == 3
@@ -204,5 +207,8 @@ def test_demo_config_loads():
     from arcod.config import load_definitions, load_settings
 
     defs = load_definitions(load_settings(ROOT / "config" / "arcod.toml"))
-    assert len(defs.assets) >= 12
-    assert {a.group for a in defs.assets.values()} >= {"ingest", "transform", "analytics", "reports"}
+    assert len(defs.assets) == 14  # README: "14 assets in the groups ..."
+    assert {a.group for a in defs.assets.values()} == {"ingest", "transform", "analytics", "reports", "geo", "exports"}
+    # The README's `arcod partitions add customers ...` needs a dynamic `customers` and an asset on it.
+    assert defs.partitions["customers"].kind == "dynamic"
+    assert defs.assets["exports/customer_feed"].partitions == "customers"

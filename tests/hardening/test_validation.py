@@ -40,15 +40,19 @@ def d(tmp_path_factory):
     (["run", "--select", "a", "--tag", "k=" + "v" * 300], "at most 256 characters"),
     (["run", "--select", "a", "--upstream=0"], "depth"),
     (["run", "--select", "a", "--downstream=x"], "depth"),
-    (["runs", "list", "--limit", "0"], "whole number >= 1"),
+    (["runs", "list", "--limit", "0"], "whole number between 1 and 10000"),
     (["runs", "list", "--limit", "20000"], "between 1 and 10000"),
     (["runs", "list", "--state", "bogus"], "invalid choice"),
     (["runs", "prune", "--older-than", "3x"], "duration like 30d, 12h"),
     (["runs", "prune", "--older-than=-1d"], "duration >= 0"),
     (["runs", "prune"], "--older-than"),
     (["backfill", "create", "--select", "a", "--partitions", "all", "--chunk-size", "ten"], "whole number"),
+    (["backfill", "create", "--select", "a", "--partitions", "all", "--chunk-size", "0"], "between 1 and 100000"),
+    (["backfill", "create", "--select", "a", "--partitions", "all", "--max-concurrency", "-1"], "between 1 and 1000"),
     (["backfill", "list", "--state", "nope"], "invalid choice"),
-    (["backfill", "chunks", "bf-x", "--offset", "-1"], "whole number >= 0"),
+    (["backfill", "chunks", "bf-x", "--offset", "-1"], "whole number) between 0 and"),
+    (["backfill", "chunks", "bf-x", "--offset", "99999999999999999999"], "between 0 and 1000000000000000000"),
+    (["partitions", "list", "raw/orders", "--offset", "99999999999999999999"], "between 0 and 1000000000000000000"),
     (["backfill", "create", "--select", "a", "--partitions", "all", "--reprocess", "some"], "invalid choice"),
 ])
 def test_bad_flags_are_usage_errors_that_say_what_was_expected(d, argv, expected):
@@ -73,9 +77,6 @@ def test_bad_flags_are_usage_errors_that_say_what_was_expected(d, argv, expected
     (["run", "--select", "raw/orders", "--select", "odd/plain", "--partitions", "all"], "mixed_partitions", "daily"),
     (["runs", "show", "r-does-not-exist"], "not_found", "arcod runs list"),
     (["rerun", "r-does-not-exist", "--from-failure"], "not_found", ""),
-    (["backfill", "create", "--select", "raw/orders", "--partitions", "all", "--chunk-size", "0"], None, "chunk"),
-    (["backfill", "create", "--select", "raw/orders", "--partitions", "all", "--max-concurrency", "-1"], None,
-     "concurrency"),
     (["backfill", "create", "--select", "a", "--partitions", "all"], None, ""),
     (["backfill", "show", "bf-nope"], "not_found", ""),
     (["partitions", "list", "nope"], None, ""),
@@ -84,6 +85,14 @@ def test_values_only_the_daemon_can_judge_are_typed_refusals(d, argv, code, expe
     err = d.refused(*argv, code=code)
     assert err["message"] and expected.lower() in err["message"].lower(), err
     assert err["code"] != "internal"
+
+
+@pytest.mark.parametrize("field, value", [("chunk_size", 0), ("max_concurrency", -1)])
+def test_backfill_ranges_are_checked_by_the_daemon_too(d, field, value):
+    """The CLI refuses these as usage errors; a client on the wire gets the daemon's refusal."""
+    frame = {"cmd": "backfill.create", "select": ["raw/orders"], "partitions": "all", field: value}
+    err = request(d.socket, frame)["error"]
+    assert err["code"] == "bad_request" and "--" + field.replace("_", "-") in err["message"], err
 
 
 @pytest.mark.parametrize("frame, where, expected", [
@@ -100,6 +109,9 @@ def test_values_only_the_daemon_can_judge_are_typed_refusals(d, argv, code, expe
     ({"cmd": "runs.list", "state": "RUNING"}, "$.state", "expected one of QUEUED, RUNNING"),
     ({"cmd": "rerun", "run_id": "r", "kind": "some"}, "$.kind", "expected one of from_failure, subset, all"),
     ({"cmd": "logs", "run_id": "r", "offsets": {"a": -1}}, "$.offsets", ">= 0"),
+    ({"cmd": "logs", "run_id": "r", "offsets": {"a": 2**63}}, "$.offsets", "<= 1000000000000000000"),
+    ({"cmd": "backfill.chunks", "backfill_id": "b", "offset": 2**64}, "$.offset", "<= 1000000000000000000"),
+    ({"cmd": "partitions.list", "asset": "a", "offset": 2**64}, "$.offset", "<= 1000000000000000000"),
     ({"cmd": "runs.prune", "older_than_s": -1}, "$.older_than_s", ">= 0"),
     ({"cmd": "runs.prune"}, "older_than_s", "missing required field"),
     ({"cmd": "status", "verbose": True}, "verbose", "unknown field"),
