@@ -108,6 +108,12 @@ def run_partitions(defs: Definitions, assets: tuple[str, ...], partition: str | 
         )
     defn = defs.partitions[name]
     if partition is not None:
+        if "," in partition or ".." in partition:  # never inside a key (SPEC §3)
+            raise ArcodError(
+                errors.PARTITION_ERROR,
+                f"--partition takes one key, and {partition!r} is a list or a range: "
+                f"use --partitions {partition!r}",
+                {"partition": partition, "definition": name})
         defn.index(partition, as_of)  # raises a partition_error naming the expected form
         selector = KeysSelector(keys=(partition,))
     else:

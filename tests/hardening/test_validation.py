@@ -65,6 +65,10 @@ def test_bad_flags_are_usage_errors_that_say_what_was_expected(d, argv, expected
 @pytest.mark.parametrize("argv, code, expected", [
     (["run", "--select", "raw/orders", "--partition", "2024-13-01"], "partition_error", "expected a daily key like '2024-01-01'"),
     (["run", "--select", "raw/orders", "--partition", "2023-12-31"], "partition_error", ""),
+    (["run", "--select", "raw/orders", "--partition", "2024-01-01,2024-01-02"], "partition_error",
+     "use --partitions '2024-01-01,2024-01-02'"),
+    (["run", "--select", "raw/orders", "--partition", "2024-01-01..2024-01-02"], "partition_error",
+     "is a list or a range"),
     (["run", "--select", "raw/orders", "--partitions", "2024-02-01..2024-01-01"], "partition_error", ""),
     (["run", "--select", "raw/orders", "--partitions", "2024-01-01..nope"], "partition_error", ""),
     (["run", "--select", "raw/orders"], "partition_error", "--partition"),
