@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -38,18 +40,25 @@ async def add_shop(daemon: Daemon, key: str) -> None:
         await daemon.refresh_dynamic_keys(tx)
 
 
-def shop_keys(daemon: Daemon) -> list[str]:
-    return list(daemon.definitions.partitions["shops"].keys)
-
-
-async def test_a_key_added_while_a_reload_parses_the_files_survives_the_reload(tmp_path, monkeypatch):
-    settings = load_settings(project(tmp_path))
+@asynccontextmanager
+async def daemon_with_berlin(root: Path) -> AsyncIterator[Daemon]:
+    """The daemon's state without its actors or socket: database, definitions, key `berlin`."""
+    settings = load_settings(project(root))
     settings.state_dir.mkdir()
     daemon = Daemon(settings)
     async with open_database(settings.db_path) as db:
         daemon.db = db
         daemon.definitions = await daemon.load_definitions()
         await add_shop(daemon, "berlin")
+        yield daemon
+
+
+def shop_keys(daemon: Daemon) -> list[str]:
+    return list(daemon.definitions.partitions["shops"].keys)
+
+
+async def test_a_key_added_while_a_reload_parses_the_files_survives_the_reload(tmp_path, monkeypatch):
+    async with daemon_with_berlin(tmp_path) as daemon:
 
         parse = arcod.daemon.load_definitions
 
@@ -67,14 +76,7 @@ async def test_a_key_added_while_a_reload_parses_the_files_survives_the_reload(t
 
 
 async def test_a_reload_picks_up_changed_files_and_keeps_the_stored_keys(tmp_path):
-    config = project(tmp_path)
-    settings = load_settings(config)
-    settings.state_dir.mkdir()
-    daemon = Daemon(settings)
-    async with open_database(settings.db_path) as db:
-        daemon.db = db
-        daemon.definitions = await daemon.load_definitions()
-        await add_shop(daemon, "berlin")
+    async with daemon_with_berlin(tmp_path) as daemon:
         before = daemon.definitions.code_version
 
         (tmp_path / "assets.toml").write_text(ASSETS + '\n[assets.summary]\ndeps = ["report"]\n'

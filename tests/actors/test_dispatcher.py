@@ -38,14 +38,20 @@ def launched(outcome) -> list[str]:
     return [m.task_id for target, m in outcome.send if target == "executor" and isinstance(m, LaunchAttempt)]
 
 
+async def start_chain(db, tmp_path: Path) -> Dispatcher:
+    """A queued run of CHAIN, admitted by a fresh dispatcher (one task at a time): `a` starts."""
+    dispatcher = Dispatcher(max_concurrent_runs=1, max_tasks_per_run=1, logs_dir=tmp_path / "logs")
+    async with db.transaction() as tx:
+        await runs_store.insert_run(tx, run_id="r1", run_key=None, fingerprint="f", code_version="v",
+                                    plan=CHAIN, request={}, partition_selection=None, tags={})
+    async with db.transaction() as tx:
+        assert launched(await dispatcher.apply(tx, RunQueued(idem_key="q", run_id="r1"))) == ["a"]
+    return dispatcher
+
+
 async def test_a_rolled_back_message_leaves_no_trace_in_the_next_one(tmp_path: Path) -> None:
     async with open_database(tmp_path / "a.db") as db:
-        dispatcher = Dispatcher(max_concurrent_runs=1, max_tasks_per_run=1, logs_dir=tmp_path / "logs")
-        async with db.transaction() as tx:
-            await runs_store.insert_run(tx, run_id="r1", run_key=None, fingerprint="f", code_version="v",
-                                        plan=CHAIN, request={}, partition_selection=None, tags={})
-        async with db.transaction() as tx:
-            assert launched(await dispatcher.apply(tx, RunQueued(idem_key="q", run_id="r1"))) == ["a"]
+        dispatcher = await start_chain(db, tmp_path)
         async with db.transaction() as tx:  # what the executor records once `a` has a process
             await tx.execute("UPDATE attempts SET state = 'RUNNING' WHERE run_id = 'r1'")
 
@@ -77,12 +83,7 @@ async def test_a_change_made_by_another_writer_is_seen(tmp_path: Path) -> None:
     """If the tasks table moves under the dispatcher (another daemon on the file, a repair by
     hand) together with its version, the next message reads it again."""
     async with open_database(tmp_path / "a.db") as db:
-        dispatcher = Dispatcher(max_concurrent_runs=1, max_tasks_per_run=1, logs_dir=tmp_path / "logs")
-        async with db.transaction() as tx:
-            await runs_store.insert_run(tx, run_id="r1", run_key=None, fingerprint="f", code_version="v",
-                                        plan=CHAIN, request={}, partition_selection=None, tags={})
-        async with db.transaction() as tx:
-            assert launched(await dispatcher.apply(tx, RunQueued(idem_key="q", run_id="r1"))) == ["a"]
+        dispatcher = await start_chain(db, tmp_path)
         async with db.transaction() as tx:
             await tx.execute("UPDATE tasks SET state = 'SUCCEEDED' WHERE run_id = 'r1' AND task_id IN ('a', 'b')")
             await tx.execute("UPDATE runs SET tasks_version = tasks_version + 1 WHERE run_id = 'r1'")

@@ -165,6 +165,16 @@ class Daemon:
             time.sleep(0.05)
         raise AssertionError(f"run {run_id} did not finish: {run}\n{self.daemon_log_tail()}")
 
+    def poll_backfill(self, backfill_id: str, done, what: str, timeout: float = 60.0) -> dict:
+        """`backfill show` until `done(show)` holds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            bf = self.ok("backfill", "show", backfill_id)
+            if done(bf):
+                return bf
+            time.sleep(0.05)
+        raise AssertionError(f"backfill {backfill_id}: {what} did not happen: {bf}\n{self.daemon_log_tail()}")
+
     def daemon_log_tail(self, n: int = 40) -> str:
         try:
             return "daemon log:\n" + "\n".join(self.log_path.read_text().splitlines()[-n:])

@@ -48,14 +48,7 @@ def proj_both(request, tmp_path, daemons) -> Daemon:
 
 
 def poll(d: Daemon, backfill_id: str, done, what: str, timeout: float = 60.0) -> dict:
-    """`backfill show` until `done(show)` holds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        bf = d.ok("backfill", "show", backfill_id)
-        if done(bf):
-            return bf
-        time.sleep(0.05)
-    raise AssertionError(f"backfill {backfill_id}: {what} did not happen: {bf}\n{d.daemon_log_tail()}")
+    return d.poll_backfill(backfill_id, done, what, timeout)
 
 
 def chunk_runs(d: Daemon, backfill_id: str) -> list[dict]:

@@ -6,7 +6,6 @@ dynamic-partitions steps work on the shipped demo project."""
 from __future__ import annotations
 
 import shutil
-import time
 
 import pytest
 
@@ -45,13 +44,7 @@ def watch(d: Daemon, backfill_id: str) -> dict:
 
 
 def poll(d: Daemon, backfill_id: str, done, what: str, timeout: float = 60.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        bf = d.ok("backfill", "show", backfill_id)
-        if done(bf):
-            return bf
-        time.sleep(0.05)
-    raise AssertionError(f"backfill {backfill_id}: {what} did not happen: {bf}\n{d.daemon_log_tail()}")
+    return d.poll_backfill(backfill_id, done, what, timeout)
 
 
 # 1 ────────────────────────────────────────────────────────────────────────
