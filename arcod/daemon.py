@@ -78,6 +78,7 @@ class Daemon:
         self.server: ControlServer | None = None
         self.failpoint_names: list[str] = []
         self._dynamic_lock: anyio.Lock | None = None  # created on first use, inside the loop
+        self._reload_lock: anyio.Lock | None = None
         self._cpu_limiter: anyio.CapacityLimiter | None = None
 
     def cpu_limiter(self) -> anyio.CapacityLimiter:
@@ -141,19 +142,27 @@ class Daemon:
 
         The files are read with the keys committed at that moment, but a `partitions add`
         may commit while they are parsed; the install re-reads the keys under the lock so the
-        new definitions never lose a key that was already acknowledged.
+        new definitions never lose a key that was already acknowledged. (`load_definitions`
+        records the code_version in a write transaction first, which also waits out any
+        `partitions add` holding the writer; nothing yields between that and the install.)
         """
-        previous = self.definitions.code_version if self.definitions else None
-        await self._install_with_dynamic_keys(await self.load_definitions())
-        self.reloads += 1
-        changed = previous != self.definitions.code_version
-        log.info("definitions reloaded", code_version=self.definitions.code_version, changed=changed)
-        return {
-            "code_version": self.definitions.code_version,
-            "previous_code_version": previous,
-            "changed": changed,
-            "assets": len(self.definitions.assets),
-        }
+        if self._reload_lock is None:
+            self._reload_lock = anyio.Lock()
+        # One reload at a time: two overlapping ones (SIGHUP and `arcod reload`) could otherwise
+        # install the older parse last. Taken before the writer and the dynamic-keys lock, and
+        # no holder of those waits for it, so it adds no cycle.
+        async with self._reload_lock:
+            previous = self.definitions.code_version if self.definitions else None
+            await self._install_with_dynamic_keys(await self.load_definitions())
+            self.reloads += 1
+            changed = previous != self.definitions.code_version
+            log.info("definitions reloaded", code_version=self.definitions.code_version, changed=changed)
+            return {
+                "code_version": self.definitions.code_version,
+                "previous_code_version": previous,
+                "changed": changed,
+                "assets": len(self.definitions.assets),
+            }
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         settings = self.settings

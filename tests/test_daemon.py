@@ -86,3 +86,35 @@ async def test_a_reload_picks_up_changed_files_and_keeps_the_stored_keys(tmp_pat
         assert result["changed"] and result["previous_code_version"] == before
         assert set(daemon.definitions.assets) == {"report", "summary"}
         assert shop_keys(daemon) == ["berlin"]
+
+
+async def test_overlapping_reloads_install_the_newest_files_last(tmp_path, monkeypatch):
+    """A SIGHUP reload still parsing the old files and an `arcod reload` after an edit: the
+    second waits for the first, so the edit is what stays installed."""
+    import threading
+
+    async with daemon_with_berlin(tmp_path) as daemon:
+        parse = arcod.daemon.load_definitions
+        first_parsing, let_first_finish = threading.Event(), threading.Event()
+        calls = []
+
+        def slow_first_parse(settings, keys):
+            calls.append(None)
+            defs = parse(settings, keys)
+            if len(calls) == 1:
+                first_parsing.set()
+                let_first_finish.wait(10)
+            return defs
+
+        monkeypatch.setattr(arcod.daemon, "load_definitions", slow_first_parse)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(daemon.reload)
+            await anyio.to_thread.run_sync(first_parsing.wait, 10)
+            (tmp_path / "assets.toml").write_text(ASSETS + '\n[assets.summary]\ndeps = ["report"]\n'
+                                                  'partitions = "shops"\ncommand = ["true"]\n')
+            tg.start_soon(daemon.reload)
+            await anyio.sleep(0.3)  # without the reload lock the second one is done by now
+            let_first_finish.set()
+
+        assert set(daemon.definitions.assets) == {"report", "summary"}
+        assert shop_keys(daemon) == ["berlin"]

@@ -138,7 +138,7 @@ class Dispatcher(Actor):
         progress = await self._progress(tx, run_id)  # before the write: it names what changes
         pending = [tid for tid, state in progress.states().items() if state == TaskState.PENDING]
         await tx.execute(
-            "UPDATE tasks SET state = 'CANCELED', finished_at = ? WHERE run_id = ? AND state = 'PENDING'",
+            "UPDATE tasks SET state = 'CANCELED', finished_at = ?, waiting_for = NULL WHERE run_id = ? AND state = 'PENDING'",
             (now, run_id))
         await self._record(tx, run_id, dict.fromkeys(pending, TaskState.CANCELED))
 
@@ -177,7 +177,8 @@ class Dispatcher(Actor):
         skips = (await self._progress(tx, msg.run_id)).to_skip(msg.task_id)
         if skips:
             await tx.executemany(
-                "UPDATE tasks SET state = 'SKIPPED', skipped_because = ?, finished_at = ? WHERE run_id = ? AND task_id = ?",
+                "UPDATE tasks SET state = 'SKIPPED', skipped_because = ?, finished_at = ?, waiting_for = NULL"
+                " WHERE run_id = ? AND task_id = ?",
                 [(cause, msg.finished_at, msg.run_id, tid) for tid, cause in skips.items()])
             await self._record(tx, msg.run_id, dict.fromkeys(skips, TaskState.SKIPPED))
 
@@ -328,12 +329,13 @@ class Dispatcher(Actor):
             return
         progress = await self._progress(tx, run_id)
         held = self._runs[run_id]
-        for task_id, state in changes.items():
-            progress.set(task_id, state)
         if held.moved_in is not tx:
+            # Before the copy changes: whatever happens next, it no longer claims the stored version.
             progress.version += 1
             held.moved_in = tx
             await tx.execute("UPDATE runs SET tasks_version = ? WHERE run_id = ?", (progress.version, run_id))
+        for task_id, state in changes.items():
+            progress.set(task_id, state)
 
     async def _plan(self, tx: Transaction, run_id: str) -> Plan:
         row = await tx.fetch_one("SELECT plan FROM runs WHERE run_id = ?", (run_id,))

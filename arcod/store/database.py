@@ -128,20 +128,29 @@ class Database:
         """Run `query` on an idle reader connection (waiting for one if all are busy).
 
         A connection goes back to the idle list even if the caller is cancelled mid-query:
-        work already handed to it still runs, in order, before the next caller's.
+        work already handed to it still runs, in order, before the next caller's. Such a
+        connection goes to the far end of the list (the next caller takes from the near end),
+        so a read behind an abandoned long query waits only when every connection is busy.
         """
         if self._reader_slots is None:
             raise RuntimeError("the database is not open for reading (closed, or still migrating)")
         async with self._reader_slots:
             conn = self._idle_readers.pop()
+            finished = False
             try:
-                return await query(conn)
+                result = await query(conn)
+                finished = True
+                return result
             except sqlite3.OperationalError as exc:
+                finished = True
                 if _is_busy(exc):
                     raise self._busy_error() from exc
                 raise
             finally:
-                self._idle_readers.append(conn)
+                if finished:
+                    self._idle_readers.append(conn)
+                else:
+                    self._idle_readers.insert(0, conn)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:

@@ -369,3 +369,18 @@ def test_split_statements_keeps_trigger_bodies_whole() -> None:
     assert connection.execute("SELECT x FROM log ORDER BY x").fetchall() == [(1,), (2,)]
     with pytest.raises(ValueError, match="incomplete"):
         split_statements("CREATE TABLE t (x); INSERT INTO t VALUES ('open")
+
+
+async def test_a_reader_left_running_by_a_cancelled_caller_is_handed_out_last(tmp_path: Path) -> None:
+    """The abandoned query still runs on its connection: the next reads go to the others."""
+    long_query = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000)"
+                  " SELECT count(*) FROM c")
+    async with open_database(tmp_path / "a.db") as db:
+        await create_items(db)
+        busy = db._idle_readers[-1]  # the next one handed out
+        with anyio.move_on_after(0.05):
+            await db.read_one(long_query)
+        assert db._idle_readers[0] is busy
+        assert len(db._idle_readers) == 3
+        for _ in range(3):
+            assert await names(db) == []
