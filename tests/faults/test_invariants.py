@@ -102,7 +102,7 @@ def test_a_duplicated_run_key(copy):
     drop_constraints(root, "runs")
     corrupt(root, "INSERT INTO runs SELECT seq + 1000, run_id || '-dup', run_key, state, fingerprint, code_version,"
                   " parent_run_id, root_run_id, rerun_kind, backfill_id, chunk_index, request, partition_selection,"
-                  " tags, plan, created_at, started_at, finished_at FROM runs WHERE run_key = 'k1'")
+                  " tags, plan, created_at, started_at, finished_at, tasks_version FROM runs WHERE run_key = 'k1'")
     assert "run_key_unique" in failed_invariants(root, accepted)
 
 
