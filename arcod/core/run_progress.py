@@ -20,8 +20,8 @@ from collections import Counter
 from collections.abc import Container, Mapping
 
 from arcod.core.plan import Plan, PlanTask
-from arcod.core.run_state import TASK_TERMINAL_STATES, RunState
-from arcod.core.task_state import TaskState
+from arcod.core.run_state import RunState, outcome_of_counts
+from arcod.core.task_state import TaskState, descendants, downstream_index
 
 
 class RunProgress:
@@ -36,10 +36,7 @@ class RunProgress:
         self._position = {task.task_id: i for i, task in enumerate(plan.tasks)}
         self._tasks = {task.task_id: task for task in plan.tasks}
         self._deps = {task.task_id: task.deps for task in plan.tasks}
-        self._downstream: dict[str, list[str]] = {}
-        for task in plan.tasks:
-            for dep in task.deps:
-                self._downstream.setdefault(dep, []).append(task.task_id)
+        self._downstream = downstream_index(plan)
         self._states = {task.task_id: TaskState(states.get(task.task_id, TaskState.PENDING)) for task in plan.tasks}
         self.counts: Counter[TaskState] = Counter(self._states.values())
         self._unmet = {tid: sum(1 for d in deps if self._states[d] != TaskState.SUCCEEDED)
@@ -100,27 +97,14 @@ class RunProgress:
         return found
 
     def outcome(self, *, canceling: bool = False) -> RunState | None:
-        """`run_state.run_outcome` of the current states, from the counts."""
-        unfinished = sum(n for s, n in self.counts.items() if s not in TASK_TERMINAL_STATES)
-        if unfinished:
-            return None
-        if canceling:
-            return RunState.CANCELED
-        if self.counts[TaskState.SUCCEEDED] == len(self._states):
-            return RunState.SUCCEEDED
-        return RunState.FAILED
+        """`run_state.run_outcome` of the current states (the same rule, from the counts)."""
+        return outcome_of_counts(self.counts, canceling=canceling)
 
     def to_skip(self, failed_task_id: str) -> dict[str, str]:
         """`task_state.tasks_to_skip`: every PENDING task transitively downstream of the
         failed one, mapped to it, in plan order."""
         if failed_task_id not in self._states:
             raise ValueError(f"task {failed_task_id!r} is not in the plan")
-        seen: set[str] = set()
-        frontier = [failed_task_id]
-        while frontier:
-            for child in self._downstream.get(frontier.pop(), ()):
-                if child not in seen:
-                    seen.add(child)
-                    frontier.append(child)
+        seen = descendants(self._downstream, failed_task_id)
         doomed = sorted((tid for tid in seen if self._states[tid] == TaskState.PENDING), key=self._position.__getitem__)
         return {tid: failed_task_id for tid in doomed}

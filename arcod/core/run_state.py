@@ -19,7 +19,8 @@ Two decisions worth knowing:
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Mapping
 
 from arcod.core.errors import INVALID_TRANSITION, ArcodError
 from arcod.core.task_state import TASK_TERMINAL_STATES, TaskState
@@ -110,14 +111,18 @@ def run_outcome(
     tasks did. A run with no tasks is vacuously over (plans are never empty in practice:
     an empty selection is refused before planning).
     """
-    states = [TaskState(s) for s in task_states]
-    if not all(s in TASK_TERMINAL_STATES for s in states):
+    return outcome_of_counts(Counter(TaskState(s) for s in task_states), canceling=canceling)
+
+
+def outcome_of_counts(counts: Mapping[TaskState, int], *, canceling: bool = False) -> RunState | None:
+    """`run_outcome` from the number of tasks in each state (what the dispatcher keeps)."""
+    if any(n for state, n in counts.items() if state not in TASK_TERMINAL_STATES):
         return None
     if canceling:
         return RunState.CANCELED
-    if all(s == TaskState.SUCCEEDED for s in states):
-        return RunState.SUCCEEDED
-    return RunState.FAILED
+    if any(n for state, n in counts.items() if state != TaskState.SUCCEEDED):
+        return RunState.FAILED
+    return RunState.SUCCEEDED
 
 
 def outcome_event(outcome: RunState) -> RunEvent:

@@ -18,7 +18,7 @@ that have moved, and a task that never moved never started.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from arcod.core.errors import INVALID_TRANSITION, ArcodError
 from arcod.core.plan import Plan
@@ -109,19 +109,30 @@ def tasks_to_skip(
     """
     if not any(task.task_id == failed_task_id for task in plan.tasks):
         raise ValueError(f"task {failed_task_id!r} is not in the plan")
-    downstream: dict[str, list[str]] = {}
-    for task in plan.tasks:
-        for dep in task.deps:
-            downstream.setdefault(dep, []).append(task.task_id)
-    seen: set[str] = set()
-    frontier = [failed_task_id]
-    while frontier:
-        for child in downstream.get(frontier.pop(), ()):
-            if child not in seen:
-                seen.add(child)
-                frontier.append(child)
+    seen = descendants(downstream_index(plan), failed_task_id)
     return {
         task.task_id: failed_task_id
         for task in plan.tasks
         if task.task_id in seen and _state_of(states, task.task_id) == TaskState.PENDING
     }
+
+
+def downstream_index(plan: Plan) -> dict[str, list[str]]:
+    """task id -> the tasks that depend on it directly, in plan order."""
+    downstream: dict[str, list[str]] = {}
+    for task in plan.tasks:
+        for dep in task.deps:
+            downstream.setdefault(dep, []).append(task.task_id)
+    return downstream
+
+
+def descendants(downstream: Mapping[str, Sequence[str]], root: str) -> set[str]:
+    """Every task transitively downstream of `root` (not `root` itself)."""
+    seen: set[str] = set()
+    frontier = [root]
+    while frontier:
+        for child in downstream.get(frontier.pop(), ()):
+            if child not in seen:
+                seen.add(child)
+                frontier.append(child)
+    return seen
