@@ -186,6 +186,19 @@ class Daemon:
         return path.read_text().splitlines() if path.exists() else []
 
 
+# Ten days and two regions: the partitions most end-to-end projects are built on.
+DAILY_AND_REGION = '''
+[partitions.daily]
+kind = "daily"
+start = "2024-01-01"
+end = "2024-01-11"
+
+[partitions.region]
+kind = "static"
+keys = ["eu", "us"]
+'''
+
+
 def write_project(root: Path, assets: str, *, partitions: str = "", settings: str = "") -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "arcod.toml").write_text(

@@ -8,20 +8,11 @@ from datetime import datetime
 
 import pytest
 
-from tests.e2e.harness import Daemon, asset_toml, write_project
+from tests.e2e.harness import DAILY_AND_REGION, Daemon, asset_toml, write_project
 
 pytestmark = pytest.mark.e2e
 
-PARTITIONS = '''
-[partitions.daily]
-kind = "daily"
-start = "2024-01-01"
-end = "2024-01-11"
-
-[partitions.region]
-kind = "static"
-keys = ["eu", "us"]
-'''
+PARTITIONS = DAILY_AND_REGION
 ASSETS = (asset_toml("p", partitions="daily") + asset_toml("q", deps=["p"], partitions="daily")
           + asset_toml("u") + asset_toml("r", partitions="region"))
 DAYS = [f"2024-01-{d:02d}" for d in range(1, 11)]

@@ -20,7 +20,7 @@ import pytest
 
 from arcod.control import protocol
 from arcod.core import backfill_chunks
-from tests.e2e.harness import ROOT, Daemon, Result, asset_toml, write_project
+from tests.e2e.harness import DAILY_AND_REGION, ROOT, Daemon, Result, asset_toml, write_project
 
 pytestmark = pytest.mark.e2e
 
@@ -163,16 +163,7 @@ def test_an_unquoted_select_flag_says_to_quote_it(select):
 
 # ── with a daemon ───────────────────────────────────────────────────────────
 
-PARTITIONS = '''
-[partitions.daily]
-kind = "daily"
-start = "2024-01-01"
-end = "2024-01-11"
-
-[partitions.region]
-kind = "static"
-keys = ["eu", "us"]
-'''
+PARTITIONS = DAILY_AND_REGION
 ASSETS = (asset_toml("a") + asset_toml("b", deps=["a"]) + asset_toml("c", deps=["b"])
           + asset_toml("p", partitions="daily") + asset_toml("r", partitions="region"))
 
